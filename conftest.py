@@ -1,0 +1,3 @@
+"""Wires opsuite into pytest for both `cases/` (the suite) and `tests/` (tests of opsuite itself)."""
+
+pytest_plugins = ["opsuite.pytest_plugin"]

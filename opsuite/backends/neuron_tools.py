@@ -1,0 +1,84 @@
+"""Facts about a Neuron machine read from its tools and files, never from the network.
+
+Each function returns None where the tool or file is absent, so a header can always be written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+DMI_PRODUCT_NAME = Path("/sys/devices/virtual/dmi/id/product_name")
+NEURON_DEVICE_GLOB = "neuron*"
+
+
+def _run(argv: list[str], timeout: float = 30.0) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def compiler_version() -> str | None:
+    """neuronx-cc's version, from `neuronx-cc --version` ("NeuronX Compiler version 2.14.227.0+2d4f85be")."""
+    out = _run(["neuronx-cc", "--version"])
+    match = re.search(r"version\s+([0-9][\w.+-]*)", out or "")
+    if match:
+        return match.group(1)
+    from opsuite.backends.base import package_version
+
+    return package_version("neuronx-cc")
+
+
+def runtime_version() -> str | None:
+    """The Neuron runtime library's package version (Debian or RPM package aws-neuronx-runtime-lib)."""
+    out = _run(["dpkg-query", "-W", "-f=${Version}", "aws-neuronx-runtime-lib"])
+    if out:
+        return out.strip()
+    out = _run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", "aws-neuronx-runtime-lib"])
+    return out.strip() if out else None
+
+
+def neuron_ls() -> list[dict[str, Any]] | None:
+    """`neuron-ls -j`: one entry per Neuron device, each with its `nc_count`."""
+    out = _run(["neuron-ls", "-j"])
+    if out is None:
+        return None
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, list) else None
+
+
+def core_count() -> int | None:
+    """The number of NeuronCores visible on this machine, summed over `neuron-ls -j`'s devices."""
+    devices = neuron_ls()
+    if not devices:
+        return None
+    return sum(int(d.get("nc_count", 0)) for d in devices) or None
+
+
+def instance_type() -> str | None:
+    """The EC2 instance type: DMI's product name on Nitro instances, else `neuron-ls`'s header."""
+    try:
+        name = DMI_PRODUCT_NAME.read_text().strip()
+        if re.fullmatch(r"(trn|inf)\d\w*\.\w+", name):
+            return name
+    except OSError:
+        pass
+    out = _run(["neuron-ls"])
+    match = re.search(r"instance-type:\s*(\S+)", out or "")
+    return match.group(1) if match else None
+
+
+def has_neuron_device(dev: Path = Path("/dev")) -> bool:
+    """True when a Neuron device node (/dev/neuron0, ...) exists."""
+    return any(dev.glob(NEURON_DEVICE_GLOB))

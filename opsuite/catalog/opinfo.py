@@ -1,0 +1,132 @@
+"""The one adapter over PyTorch's OpInfo database (`torch.testing._internal`, an internal API).
+
+Everything opsuite needs from OpInfo goes through this module, so a change in PyTorch's internals is
+mended here alone: the list of entries, the dtypes each supports on CPU, its samples, and its own
+marks for ops whose output cannot be compared value by value (random, uninitialised memory).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import sys
+import unittest
+from typing import Any, Iterable
+
+import torch
+
+from opsuite.catalog import DTYPES, Case, Sample, dtype_name
+
+# Sample generation draws from torch's global generator: a fixed seed makes the samples of a case the
+# same in every process (the pytest process, the worker process, a repro run).
+SAMPLE_SEED = 0
+
+
+@functools.cache
+def op_db() -> list[Any]:
+    """PyTorch's OpInfo entries, imported once.
+
+    `common_utils` parses `sys.argv` when imported; pytest's or opsuite's arguments must not reach it.
+    """
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        from torch.testing._internal.common_methods_invocations import op_db as db
+    finally:
+        sys.argv = saved
+    return list(db)
+
+
+def full_name(op: Any) -> str:
+    """`name` or `name.variant` as PyTorch's own test ids spell it."""
+    return f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name
+
+
+@functools.cache
+def by_name() -> dict[str, Any]:
+    """OpInfo entries by full name."""
+    return {full_name(op): op for op in op_db()}
+
+
+def _skip_reason(decorator: Any) -> str | None:
+    """The reason of a `unittest.skip(reason)` decorator, or None if it is some other decorator."""
+    if getattr(decorator, "__qualname__", "") != unittest.skip(" ").__qualname__:
+        return None
+    for cell in decorator.__closure__ or ():
+        if isinstance(cell.cell_contents, str):
+            return cell.cell_contents
+    return "skipped"
+
+
+_UNDEFINED_VALUE_WORDS = ("deterministic", "undefined", "random", "uninitiali")
+
+
+def _compare_cpu_skip(op: Any, dtype: torch.dtype) -> str | None:
+    """The reason PyTorch's own `test_compare_cpu` skips this op and dtype, if it does.
+
+    That test compares a device with CPU value by value; the ops it skips are those whose values are
+    random, undefined or order-dependent, so opsuite compares them by shape and dtype only.
+    """
+    for info in op.decorators or ():
+        if getattr(info, "test_name", None) != "test_compare_cpu" or info.device_type not in (None, "cpu"):
+            continue
+        if info.dtypes is not None and dtype not in info.dtypes:
+            continue
+        if not info.active_if:
+            continue
+        for decorator in info.decorators:
+            reason = _skip_reason(decorator)
+            # Only skips for undefined values; others (a bare "Skipped!") are about flaky devices.
+            if reason and any(word in reason.lower() for word in _UNDEFINED_VALUE_WORDS):
+                return reason
+    return None
+
+
+class OpInfoSource:
+    """Cases from every OpInfo entry: op x dtype (those it supports on CPU) x forward/backward."""
+
+    kind = "ops"
+
+    def cases(self) -> Iterable[Case]:
+        for op in op_db():
+            forward = op.supported_dtypes("cpu")
+            backward = op.supported_backward_dtypes("cpu") if op.supports_autograd else set()
+            for name, dtype in DTYPES.items():
+                if dtype in forward:
+                    yield Case(self.kind, full_name(op), name, "forward")
+                if dtype in backward and dtype.is_floating_point:
+                    yield Case(self.kind, full_name(op), name, "backward")
+
+    def samples(self, case: Case, limit: int | None) -> list[Sample]:
+        op = by_name()[case.name]
+        torch.manual_seed(SAMPLE_SEED)
+        generated = op.sample_inputs("cpu", case.torch_dtype, requires_grad=case.direction == "backward")
+        return [
+            Sample(fn=op, args=(s.input, *s.args), kwargs=dict(s.kwargs), label=_describe(s),
+                   output_process=s.output_process_fn_grad)
+            for s in itertools.islice(generated, limit)
+        ]
+
+    def shape_only_reason(self, case: Case) -> str | None:
+        op = by_name()[case.name]
+        if getattr(op, "has_nondeterministic_output", False):
+            return "OpInfo: has_nondeterministic_output"
+        reason = _compare_cpu_skip(op, case.torch_dtype)
+        return f"OpInfo skips test_compare_cpu: {reason}" if reason else None
+
+
+def _describe(sample: Any) -> str:
+    """A short, readable description of a sample: shapes and dtypes of tensors, other values as is."""
+
+    def show(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            return f"Tensor{list(value.shape)}:{dtype_name(value.dtype)}"
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(show(v) for v in value)
+            return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    parts = [show(sample.input), *(show(a) for a in sample.args)]
+    parts += [f"{k}={show(v)}" for k, v in sample.kwargs.items()]
+    return f"{sample.name + ': ' if sample.name else ''}({', '.join(parts)})"

@@ -1,0 +1,150 @@
+"""The `opsuite` command: run the suite, rerun one case, and the matrix commands.
+
+Each subcommand is a function taking parsed arguments and returning an exit code; `COMMANDS` maps
+names to (adder of arguments, function). Errors meant for the user are raised as `UserError` and
+printed as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one clear line, exit code 2."""
+
+
+# ---------------------------------------------------------------- opsuite run
+
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", help="backend under test (default: a Neuron device if present, else xla)")
+    parser.add_argument("-k", dest="keyword", help="pytest -k expression selecting cases, e.g. 'softmax and bfloat16'")
+    parser.add_argument("-n", dest="workers", help="parallel workers (pytest-xdist), a number or 'auto'")
+    parser.add_argument("--samples", default="2", help="samples per case, or 'all' (default 2)")
+    parser.add_argument("--dtypes", help="comma-separated dtypes (default: all)")
+    parser.add_argument("--directions", help="comma-separated directions (default: all)")
+    parser.add_argument("--kinds", default="ops", help="comma-separated case kinds: ops, blocks, models (default ops)")
+    parser.add_argument("--results", help="results file (default: results/<backend>/<run id>.jsonl)")
+    parser.add_argument("--case-timeout", type=float, help="seconds before a case is killed (default 300)")
+    parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the suite through pytest, then print the status summary and where the results are."""
+    import pytest
+
+    from opsuite import backends, summary
+    from opsuite.results import load
+
+    backend = args.backend or backends.default()
+    try:
+        backends.check_available(backend)
+    except backends.BackendError as exc:
+        raise UserError(str(exc)) from None
+    results = Path(args.results or Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    if results.exists():
+        raise UserError(f"{results} already exists; results files are never overwritten")
+    files = [str(CASES_DIR / f"test_{kind}.py") for kind in _csv(args.kinds)]
+    for file in files:
+        if not Path(file).exists():
+            raise UserError(f"no case kind {Path(file).stem.removeprefix('test_')!r}; known: ops, blocks, models")
+    argv = [*files, "--backend", backend, "--samples", args.samples, "--results", str(results),
+            "-q", "--tb=no", "-p", "no:cacheprovider", "--rootdir", str(CASES_DIR.parent)]
+    for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--dtypes", args.dtypes),
+                        ("--directions", args.directions), ("--case-timeout", args.case_timeout)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += args.pytest_args
+    code = pytest.main(argv, plugins=[_SummaryOnly()])
+    if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR) \
+            or int(code) == 3:
+        return int(code)
+    if not results.exists():
+        print("opsuite: no case was selected; nothing recorded", file=sys.stderr)
+        return 5
+    run = load(results)
+    print()
+    print(summary.status_table(run.records))
+    print(f"\n{len(run.records)} cases recorded in {results}")
+    return 0
+
+
+class _SummaryOnly:
+    """Under `opsuite run` the summary is printed by the CLI, not by pytest's terminal reporter."""
+
+    def pytest_configure(self, config) -> None:
+        config.option.opsuite_cli = True
+
+
+# ---------------------------------------------------------------- opsuite repro
+
+def _add_repro(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("case_id", help="a case id, e.g. ops/nn.functional.softmax/bfloat16/backward")
+    parser.add_argument("--backend", help="backend (default: a Neuron device if present, else xla)")
+    parser.add_argument("--samples", default="2", help="samples, or 'all' (default 2)")
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    """Run one case in this process (no isolation), print its record and the full traceback of a failure."""
+    from opsuite import backends
+    from opsuite.catalog import Case, build_catalog
+    from opsuite.execute import run_case
+    from opsuite.pytest_plugin import parse_samples
+
+    try:
+        case = Case.parse(args.case_id)
+        backend = backends.create(args.backend or backends.default())
+        catalog = build_catalog([case.kind])
+        case = catalog.get(case.id)
+    except (ValueError, KeyError, backends.BackendError) as exc:
+        raise UserError(str(exc).strip('"')) from None
+    backend.configure_env()
+    backend.prepare()
+    record = run_case(case, catalog.source(case), backend, parse_samples(args.samples), tracebacks=True)
+    trace = record.extra.pop("traceback", None)
+    print(json.dumps(record.to_json(), indent=2))
+    if trace:
+        print(trace, file=sys.stderr)
+    return 0 if record.status.value in ("pass", "skip") else 1
+
+
+# ---------------------------------------------------------------- entry point
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
+    "run": (_add_run, cmd_run, "run the suite on a backend and record every case"),
+    "repro": (_add_repro, cmd_repro, "rerun one case in-process with its traceback"),
+}
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="opsuite", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add, _, help_text) in COMMANDS.items():
+        add(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `opsuite` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except UserError as exc:
+        print(f"opsuite: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

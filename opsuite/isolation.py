@@ -1,0 +1,233 @@
+"""Run cases in a worker process, so that a case that kills its process is a record, not a lost run.
+
+The pytest process (or the CLI) never imports a device stack. It owns an `IsolatedRunner`, which keeps
+one worker process with the backend open and sends it case ids over a pipe. A worker that dies is a
+`crash` record (with the signal and the last line it wrote to stderr) and is restarted for the next
+case; a case over its time budget is killed and recorded as `timeout`. After a failed case the worker
+checks that the runtime is still sound (`Backend.recover`) and, if not, exits to be replaced.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from opsuite.record import CaseRecord, Failure, Stage, Status
+
+STARTUP_TIMEOUT_S = 600.0
+STDERR_TAIL_LINES = 20
+_STAGES = list(Stage)
+_FAILED = {Status.COMPILE_ERROR, Status.RUNTIME_ERROR, Status.MISMATCH}
+
+
+class WorkerStartError(Exception):
+    """The worker could not open the backend (no device, a missing package): no case can run."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker process needs to open its backend and build its catalog."""
+
+    backend: str
+    samples: int | None      # samples per case; None for all
+    kinds: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- the worker process
+
+def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_value: Any) -> None:
+    """Entry point of the worker process: open the backend, then run cases until told to stop."""
+    # Everything the stack prints goes to a log: on a crash its last line names the cause.
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    from opsuite import backends
+    from opsuite.catalog import build_catalog
+    from opsuite.execute import run_case
+
+    try:
+        backend = backends.create(config.backend)
+        backend.configure_env()
+        backend.prepare()
+        catalog = build_catalog(config.kinds)
+        conn.send({"ready": True, "stack": backend.stack(), "env": backend.env(),
+                   "catalog": _catalog_facts(config.kinds, len(catalog))})
+    except BaseException as exc:  # report any failure to open the backend, then stop
+        conn.send({"ready": False, "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
+        return
+
+    def on_stage(stage: Stage) -> None:
+        stage_value.value = _STAGES.index(stage)
+
+    while True:
+        try:
+            case_id = conn.recv()
+        except EOFError:
+            return
+        if case_id is None:
+            return
+        case = catalog.get(case_id)
+        record = run_case(case, catalog.source(case), backend, config.samples, on_stage)
+        healthy = backend.recover() if record.status in _FAILED else True
+        conn.send({"record": record.to_json(), "healthy": healthy})
+        if not healthy:
+            return
+
+
+def _catalog_facts(kinds: tuple[str, ...], size: int) -> dict[str, Any]:
+    facts: dict[str, Any] = {"kinds": list(kinds), "cases": size}
+    if "ops" in kinds:
+        from opsuite.catalog.opinfo import op_db
+
+        facts["op_db_size"] = len(op_db())
+    else:
+        facts["op_db_size"] = 0
+    return facts
+
+
+# ---------------------------------------------------------------- the parent side
+
+class IsolatedRunner:
+    """Runs cases one at a time in a worker process, restarting it after a crash or a timeout."""
+
+    def __init__(self, config: WorkerConfig, case_timeout_s: float, log_dir: Path | None = None):
+        self.config = config
+        self.case_timeout_s = case_timeout_s
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="opsuite-worker-"))
+        self.handshake: dict[str, Any] | None = None  # the stack facts the first worker reported
+        self.starts = 0
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._stage: Any = None
+        self._log: Path | None = None
+
+    def run(self, case_id: str) -> CaseRecord:
+        """Run one case and return its record, whatever happens to the worker."""
+        self._ensure_worker()
+        assert self._conn is not None
+        started = time.perf_counter()
+        self._stage.value = _STAGES.index(Stage.PREPARE)
+        log_offset = self._log.stat().st_size if self._log and self._log.exists() else 0
+        self._conn.send(case_id)
+        if self._conn.poll(self.case_timeout_s):
+            try:
+                reply = self._conn.recv()
+            except (EOFError, ConnectionResetError):
+                return self._crashed(case_id, started, log_offset)
+            record = CaseRecord.from_json(reply["record"])
+            if not reply["healthy"]:
+                record.extra["runtime_restarted"] = True
+                self._stop_worker()
+            return record
+        if not self._proc.is_alive():
+            return self._crashed(case_id, started, log_offset)
+        stage = _STAGES[self._stage.value]
+        self._kill_worker()
+        return CaseRecord(case_id=case_id, status=Status.TIMEOUT, stage=stage, backend=self.config.backend,
+                          wall_s=round(time.perf_counter() - started, 3),
+                          failure=Failure(error_type="Timeout",
+                                          message=f"case ran past its {self.case_timeout_s:g} s budget "
+                                                  f"in stage {stage.value}; the worker was killed"))
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        self._stop_worker()
+
+    # -- worker lifecycle
+
+    def _ensure_worker(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        self._stop_worker()
+        self.starts += 1
+        parent, child = self._ctx.Pipe()
+        self._stage = self._ctx.Value("i", 0, lock=False)
+        self._log = self.log_dir / f"worker-{os.getpid()}-{self.starts}.log"
+        self._proc = self._ctx.Process(target=_worker_main, args=(child, self.config, str(self._log), self._stage),
+                                       daemon=True, name=f"opsuite-{self.config.backend}")
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(STARTUP_TIMEOUT_S):
+            self._kill_worker()
+            raise WorkerStartError(f"backend {self.config.backend!r}: the worker did not start within "
+                                   f"{STARTUP_TIMEOUT_S:g} s (log: {self._log})")
+        try:
+            hello = parent.recv()
+        except EOFError:
+            tail = _tail(self._log, 0)
+            self._stop_worker()
+            raise WorkerStartError(f"backend {self.config.backend!r}: the worker died while starting"
+                                   f"{': ' + tail[-1] if tail else ''} (log: {self._log})") from None
+        if not hello["ready"]:
+            self._stop_worker()
+            raise WorkerStartError(f"backend {self.config.backend!r} cannot start: {hello['error']}")
+        if self.handshake is None:
+            self.handshake = hello
+
+    def _crashed(self, case_id: str, started: float, log_offset: int) -> CaseRecord:
+        stage = _STAGES[self._stage.value]
+        self._proc.join(timeout=10)
+        code = self._proc.exitcode
+        tail = _tail(self._log, log_offset)
+        self._stop_worker()
+        if code is not None and code < 0:
+            try:
+                cause = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                cause = f"killed by signal {-code}"
+        else:
+            cause = f"exited with code {code}"
+        from opsuite import classify
+
+        text = "\n".join(tail)
+        category, code_found = classify.classify(text)
+        message = f"worker process {cause} in stage {stage.value}"
+        if tail:
+            message += f"; last output: {tail[-1][:300]}"
+        return CaseRecord(case_id=case_id, status=Status.CRASH, stage=stage, backend=self.config.backend,
+                          wall_s=round(time.perf_counter() - started, 3),
+                          failure=Failure(error_type="Crash", message=message, category=category,
+                                          code=code_found),
+                          extra={"stderr_tail": tail})
+
+    def _kill_worker(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        if self._proc is not None:
+            self._proc.join(timeout=30)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+        if self._conn is not None:
+            self._conn.close()
+        self._proc, self._conn = None, None
+
+
+def _tail(path: Path | None, offset: int) -> list[str]:
+    """The last non-empty lines a worker wrote since `offset`."""
+    if path is None or not path.exists():
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()[-16384:]
+    lines = [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-STDERR_TAIL_LINES:]
+

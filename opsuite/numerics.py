@@ -1,0 +1,180 @@
+"""Numerics verdicts: is the device's result right, measured against a float64 CPU reference?
+
+A device in bfloat16 is not wrong for differing from CPU in bfloat16: both differ from the exact answer.
+So every floating output is compared three ways, against the reference computed in float64 from the
+same input values:
+
+- close: every element within the dtype's tolerance (`TOLERANCES`, torch.testing's defaults);
+- as_accurate_as_cpu: R = ||device - ref|| / ||cpu - ref|| <= `RATIO_OK` (AWS's equivalence measure:
+  below 1.2 fine, 1.2 to 3 suspicious, above 10 wrong), i.e. no less accurate than CPU in that dtype;
+- accumulation_order: a bfloat16 or float16 result with R <= `RATIO_ACCUMULATION` whose normwise
+  relative error is within `ACCUMULATION_ULPS` units of roundoff of the dtype: what a reduction
+  accumulated in the low dtype (XLA:CPU does this) gives, and far from a wrong result;
+- anything else is wrong. Integer and bool outputs must be equal; random outputs (OpInfo's own marks)
+  are compared by shape and dtype only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from opsuite.catalog import dtype_name
+from opsuite.record import Numerics, Verdict
+
+# (rtol, atol) per dtype: torch.testing.assert_close's defaults.
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-7, 1e-7),
+    torch.float32: (1.3e-6, 1e-5),
+    torch.bfloat16: (1.6e-2, 1e-5),
+    torch.float16: (1e-3, 1e-5),
+    torch.complex64: (1.3e-6, 1e-5),
+    torch.complex128: (1e-7, 1e-7),
+}
+RATIO_OK = 3.0
+RATIO_ACCUMULATION = 10.0
+ACCUMULATION_ULPS = 16.0
+LOW_PRECISION = {torch.bfloat16, torch.float16}
+
+# Worst first: the verdict of several outputs is the worst of theirs.
+_ORDER = [Verdict.SHAPE_MISMATCH, Verdict.DTYPE_MISMATCH, Verdict.NONFINITE_MISMATCH, Verdict.WRONG,
+          Verdict.ACCUMULATION_ORDER, Verdict.AS_ACCURATE_AS_CPU, Verdict.CLOSE, Verdict.EXACT,
+          Verdict.SHAPE_ONLY]
+
+
+@dataclass
+class Leaf:
+    """One compared value: an output (or gradient) from the device, from CPU, and from the reference."""
+
+    name: str
+    device: Any
+    cpu: Any
+    reference: Any  # float64 (or complex128) result, or the CPU result when no float64 one exists
+
+
+def leaves(name: str, device: Any, cpu: Any, reference: Any) -> list[Leaf]:
+    """Pair up the flattened outputs of three runs of one call."""
+    dev_flat, dev_spec = pytree.tree_flatten(device)
+    cpu_flat, cpu_spec = pytree.tree_flatten(cpu)
+    ref_flat, _ = pytree.tree_flatten(reference)
+    if dev_spec != cpu_spec:
+        return [Leaf(f"{name} (structure)", str(dev_spec), str(cpu_spec), str(cpu_spec))]
+    if len(ref_flat) != len(cpu_flat):
+        ref_flat = cpu_flat
+    suffix = len(cpu_flat) > 1
+    return [Leaf(f"{name}[{i}]" if suffix else name, d, c, r)
+            for i, (d, c, r) in enumerate(zip(dev_flat, cpu_flat, ref_flat))]
+
+
+def judge(pairs: list[Leaf], shape_only: str | None = None) -> Numerics:
+    """The verdict over every leaf, with the figures of the worst one."""
+    results = [_judge_leaf(leaf, shape_only) for leaf in pairs]
+    if not results:
+        return Numerics(verdict=Verdict.EXACT, note="no outputs to compare")
+    return min(results, key=lambda n: (_ORDER.index(n.verdict), -(n.ratio or 0.0)))
+
+
+def _judge_leaf(leaf: Leaf, shape_only: str | None) -> Numerics:
+    dev, cpu, ref = leaf.device, leaf.cpu, leaf.reference
+    if not isinstance(cpu, torch.Tensor) or not isinstance(dev, torch.Tensor):
+        same = _plain_equal(dev, cpu)
+        return Numerics(verdict=Verdict.EXACT if same else Verdict.WRONG, worst_output=leaf.name,
+                        note=None if same else f"device gave {dev!r:.80}, CPU gave {cpu!r:.80}")
+    if dev.shape != cpu.shape:
+        return Numerics(verdict=Verdict.SHAPE_MISMATCH, worst_output=leaf.name,
+                        note=f"device shape {list(dev.shape)}, CPU shape {list(cpu.shape)}")
+    if dev.dtype != cpu.dtype:
+        return Numerics(verdict=Verdict.DTYPE_MISMATCH, worst_output=leaf.name,
+                        note=f"device dtype {dtype_name(dev.dtype)}, CPU dtype {dtype_name(cpu.dtype)}")
+    if shape_only:
+        return Numerics(verdict=Verdict.SHAPE_ONLY, worst_output=leaf.name, note=shape_only)
+    if not (cpu.dtype.is_floating_point or cpu.dtype.is_complex):
+        equal = bool(torch.equal(dev, cpu))
+        note = None if equal else f"{int((dev != cpu).sum())} of {cpu.numel()} elements differ"
+        return Numerics(verdict=Verdict.EXACT if equal else Verdict.WRONG, worst_output=leaf.name,
+                        max_abs_err=0.0 if equal else _max_int_diff(dev, cpu), note=note)
+    return _judge_floating(leaf.name, dev, cpu, ref)
+
+
+def _judge_floating(name: str, dev: torch.Tensor, cpu: torch.Tensor, ref: torch.Tensor) -> Numerics:
+    rtol, atol = TOLERANCES.get(cpu.dtype, TOLERANCES[torch.float32])
+    wide = torch.complex128 if cpu.dtype.is_complex else torch.float64
+    d, c = dev.detach().to(wide), cpu.detach().to(wide)
+    r = ref.detach().to(wide) if isinstance(ref, torch.Tensor) and ref.shape == cpu.shape else c
+    reference_dtype = dtype_name(ref.dtype) if isinstance(ref, torch.Tensor) else dtype_name(cpu.dtype)
+
+    finite_d, finite_c, finite_r = d.isfinite(), c.isfinite(), r.isfinite()
+    if not (_same_nonfinite(d, c, finite_d, finite_c) or _same_nonfinite(d, r, finite_d, finite_r)):
+        count = int((finite_d != finite_c).sum())
+        return Numerics(verdict=Verdict.NONFINITE_MISMATCH, worst_output=name, atol=atol, rtol=rtol,
+                        reference_dtype=reference_dtype,
+                        note=f"{count} elements non-finite on one side only (NaN/inf pattern differs from CPU)")
+    mask = finite_d & finite_c & finite_r
+    d, c, r = d[mask], c[mask], r[mask]
+    err_d, err_c, mag = (d - r).abs(), (c - r).abs(), r.abs()
+    numerics = Numerics(
+        verdict=Verdict.CLOSE, worst_output=name, atol=atol, rtol=rtol, reference_dtype=reference_dtype,
+        max_abs_err=_max(err_d), max_rel_err=_max_rel(err_d, mag, atol),
+        cpu_max_abs_err=_max(err_c), cpu_max_rel_err=_max_rel(err_c, mag, atol),
+        ratio=_ratio(err_d, err_c),
+    )
+    if bool((err_d <= atol + rtol * mag).all()):
+        return numerics
+    if numerics.ratio is not None and numerics.ratio <= RATIO_OK:
+        numerics.verdict = Verdict.AS_ACCURATE_AS_CPU
+        return numerics
+    if cpu.dtype in LOW_PRECISION and numerics.ratio is not None and numerics.ratio <= RATIO_ACCUMULATION:
+        unit_roundoff = torch.finfo(cpu.dtype).eps / 2
+        normwise = _norm(err_d) / max(_norm(mag), torch.finfo(torch.float64).tiny)
+        if normwise <= ACCUMULATION_ULPS * unit_roundoff:
+            numerics.verdict = Verdict.ACCUMULATION_ORDER
+            numerics.note = (f"normwise error {normwise:.3g} is {normwise / unit_roundoff:.1f} units of "
+                             f"{dtype_name(cpu.dtype)} roundoff: a reordered low-precision accumulation")
+            return numerics
+    numerics.verdict = Verdict.WRONG
+    return numerics
+
+
+def _same_nonfinite(a: torch.Tensor, b: torch.Tensor, finite_a: torch.Tensor, finite_b: torch.Tensor) -> bool:
+    if not torch.equal(finite_a, finite_b):
+        return False
+    return torch.equal(a[~finite_a].isnan(), b[~finite_b].isnan()) and \
+        torch.equal(a[~finite_a].nan_to_num(0.0), b[~finite_b].nan_to_num(0.0))
+
+
+def _norm(t: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(t)) if t.numel() else 0.0
+
+
+def _max(t: torch.Tensor) -> float:
+    return float(t.max()) if t.numel() else 0.0
+
+
+def _max_rel(err: torch.Tensor, mag: torch.Tensor, atol: float) -> float:
+    """Largest elementwise relative error over elements whose reference magnitude exceeds atol."""
+    keep = mag > atol
+    return float((err[keep] / mag[keep]).max()) if bool(keep.any()) else 0.0
+
+
+def _ratio(err_dev: torch.Tensor, err_cpu: torch.Tensor) -> float | None:
+    num, den = _norm(err_dev), _norm(err_cpu)
+    if den == 0.0:
+        return 0.0 if num == 0.0 else None  # None: CPU is exact, a ratio says nothing
+    return num / den
+
+
+def _max_int_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.to(torch.float64) - b.to(torch.float64)).abs().max())
+
+
+def _plain_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # values that cannot be compared for equality count as different
+        return False

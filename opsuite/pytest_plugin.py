@@ -1,0 +1,213 @@
+"""The pytest wiring: options, one pytest item per case, one results line per item.
+
+`cases/test_*.py` declare `CASE_KIND` and a test taking `case_id`; this plugin parametrises it over
+the catalog, runs each case through an `IsolatedRunner` (a worker process per pytest process, so
+pytest-xdist's `-n N` gives N workers), appends the record to the run's results file at once, and turns
+the record into a pytest outcome with a copy-paste repro command. The controlling process (the only
+one under plain pytest, the xdist master otherwise) names the run and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import platform
+import secrets
+import shlex
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import opsuite
+from opsuite import backends, summary
+from opsuite.isolation import IsolatedRunner, WorkerConfig, WorkerStartError
+from opsuite.record import CaseRecord, Status
+from opsuite.results import ResultsError, ResultsWriter, load
+
+RUN_KEY = pytest.StashKey[dict]()
+_KINDS_KEY = pytest.StashKey[set]()  # the case kinds collected in this process
+DEFAULT_SAMPLES = 2
+DEFAULT_CASE_TIMEOUT_S = 300.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("opsuite", "opsuite: operator coverage")
+    group.addoption("--backend", default=None,
+                    help=f"backend under test ({', '.join(backends.known())}); default: a Neuron device "
+                         "if present, else xla")
+    group.addoption("--samples", default=str(DEFAULT_SAMPLES),
+                    help="samples per case: a number, or 'all' (default %(default)s)")
+    group.addoption("--dtypes", default=None, help="comma-separated dtypes to run (default: all)")
+    group.addoption("--directions", default=None, help="comma-separated directions (default: all)")
+    group.addoption("--results", default=None,
+                    help="results file to write (default: results/<backend>/<run id>.jsonl)")
+    group.addoption("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S,
+                    help="seconds a case may run before it is killed and recorded as timeout")
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def parse_samples(value: str) -> int | None:
+    """'all' -> None (every sample); otherwise a positive count."""
+    if value == "all":
+        return None
+    count = int(value)
+    if count < 1:
+        raise ValueError("--samples must be a positive number or 'all'")
+    return count
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        config.stash[RUN_KEY] = workerinput["opsuite_run"]
+        return
+    backend = config.getoption("backend") or backends.default()
+    try:
+        backends.check_available(backend)
+        parse_samples(config.getoption("samples"))
+    except (backends.BackendError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = f"{backend}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    results = config.getoption("results") or str(Path("results") / backend / f"{run_id}.jsonl")
+    config.stash[RUN_KEY] = {
+        "run_id": run_id,
+        "backend": backend,
+        "started_at": started.isoformat(timespec="seconds"),
+        "results": str(Path(results).resolve()),
+        "opsuite": {"version": opsuite.__version__, "commit": _git_commit()},
+        "options": {"samples": config.getoption("samples"), "dtypes": _csv(config.getoption("dtypes")),
+                    "directions": _csv(config.getoption("directions")),
+                    "case_timeout_s": config.getoption("case_timeout"),
+                    "workers": config.getoption("numprocesses", None)},
+    }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: hand the run's identity to every worker."""
+    node.workerinput["opsuite_run"] = node.config.stash[RUN_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case_id" not in metafunc.fixturenames:
+        return
+    kind = getattr(metafunc.module, "CASE_KIND")
+    from opsuite.catalog import build_catalog
+
+    options = metafunc.config.stash[RUN_KEY]["options"]
+    cases = build_catalog([kind]).select(options["dtypes"], options["directions"])
+    metafunc.parametrize("case_id", [c.id for c in cases], ids=[c.id for c in cases])
+
+
+class CaseSession:
+    """Per pytest process: the isolated runner and the results writer."""
+
+    def __init__(self, config: pytest.Config):
+        self.run = config.stash[RUN_KEY]
+        self.kinds = tuple(sorted(config.stash.get(_KINDS_KEY, set()))) or ("ops",)
+        self.runner = IsolatedRunner(
+            WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"]),
+                         kinds=self.kinds),
+            case_timeout_s=self.run["options"]["case_timeout_s"])
+        self.writer = ResultsWriter(Path(self.run["results"]), self._header)
+
+    def _header(self) -> dict[str, Any]:
+        hello = self.runner.handshake or {}
+        return {
+            "run_id": self.run["run_id"],
+            "backend": self.run["backend"],
+            "started_at": self.run["started_at"],
+            "stack": hello.get("stack", {}),
+            "env": hello.get("env", {}),
+            "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
+                     "python": platform.python_version(), "cpus": os.cpu_count(), "user": getpass.getuser()},
+            "opsuite": self.run["opsuite"],
+            "catalog": hello.get("catalog", {"op_db_size": 0}),
+            "options": self.run["options"],
+        }
+
+    def check(self, case_id: str) -> CaseRecord:
+        """Run one case, record it, and turn it into a pytest outcome."""
+        try:
+            record = self.runner.run(case_id)
+        except WorkerStartError as exc:
+            pytest.exit(str(exc), returncode=3)
+        self.writer.append(record, self.run["run_id"])
+        if record.status is Status.PASS:
+            return record
+        if record.status is Status.SKIP:
+            pytest.skip(f"not applicable: {_reason(record)}")
+        pytest.fail(f"{record.status.value} at stage {record.stage.value}: {_reason(record)}\n"
+                    f"repro: {repro_command(case_id, self.run)}", pytrace=False)
+        return record
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[_KINDS_KEY] = {getattr(item.module, "CASE_KIND") for item in items
+                                if "case_id" in getattr(item, "fixturenames", ())}
+
+
+@pytest.fixture(scope="session")
+def opsuite_session(request: pytest.FixtureRequest):
+    """The case session of this pytest process."""
+    session = CaseSession(request.config)
+    yield session
+    session.runner.close()
+
+
+def _reason(record: CaseRecord) -> str:
+    if record.failure:
+        where = f" [{record.failure.category}{'/' + record.failure.code if record.failure.code else ''}]" \
+            if record.failure.category or record.failure.code else ""
+        return f"{record.failure.error_type}: {record.failure.message}{where}"
+    if record.status is Status.FALLBACK:
+        return "ran on the host: " + ", ".join(record.fallback_ops)
+    if record.numerics:
+        n = record.numerics
+        return (f"numerics {n.verdict.value} in {n.worst_output}: max abs err {n.max_abs_err}, "
+                f"CPU's {n.cpu_max_abs_err}, ratio {n.ratio}{'; ' + n.note if n.note else ''}")
+    return str(record.extra.get("skip_reason", record.status.value))
+
+
+def repro_command(case_id: str, run: dict[str, Any]) -> str:
+    """A command that reruns one case in-process, with its traceback."""
+    return " ".join(["opsuite", "repro", shlex.quote(case_id), "--backend", run["backend"],
+                     "--samples", str(run["options"]["samples"])])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is not None or RUN_KEY not in config.stash \
+            or getattr(config.option, "opsuite_cli", False):  # `opsuite run` prints its own summary
+        return
+    path = Path(config.stash[RUN_KEY]["results"])
+    if not path.exists():
+        return
+    try:
+        run = load(path)
+    except ResultsError as exc:
+        terminalreporter.write_line(f"opsuite: {exc}", red=True)
+        return
+    terminalreporter.section("opsuite summary")
+    terminalreporter.write_line(summary.status_table(run.records))
+    terminalreporter.write_line(f"results: {path}")
+
+
+def _git_commit() -> str:
+    root = Path(opsuite.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

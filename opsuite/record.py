@@ -1,0 +1,168 @@
+"""The outcome record: what happened when one case ran on one backend.
+
+Every later stage (results store, matrix, diff, lookup, regression mode) reads these records, so the
+vocabulary here is the project's vocabulary. A record is a plain dataclass that serialises to one JSON
+object; `opsuite/schema.py` holds the JSON schema that validates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """How a case ended, from best to worst in `SEVERITY` order."""
+
+    PASS = "pass"                    # ran on the device, numerics within the verdict's bounds
+    FALLBACK = "fallback"            # ran and matched, but named aten ops ran on the host
+    MISMATCH = "mismatch"            # ran, but the numbers (or shapes, dtypes) are wrong
+    COMPILE_ERROR = "compile_error"  # the graph did not compile (or lower)
+    RUNTIME_ERROR = "runtime_error"  # compiled, or eager, and raised while running
+    CRASH = "crash"                  # the process running the case died
+    TIMEOUT = "timeout"              # the case ran past its time budget and was killed
+    SKIP = "skip"                    # not applicable: the CPU reference itself cannot run it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Worst first: when several things went wrong in one case, the record keeps the worst.
+SEVERITY = [Status.CRASH, Status.TIMEOUT, Status.COMPILE_ERROR, Status.RUNTIME_ERROR,
+            Status.MISMATCH, Status.FALLBACK, Status.PASS, Status.SKIP]
+
+# Statuses in which the case produced a device result that can be trusted as a port target.
+WORKING = {Status.PASS}
+
+
+class Stage(str, enum.Enum):
+    """How far a case got. The stage of a failure says which part of the stack refused it."""
+
+    PREPARE = "prepare"        # building sample inputs
+    REFERENCE = "reference"    # running the CPU references
+    TO_DEVICE = "to_device"    # copying inputs to the device
+    TRACE = "trace"            # dispatching the op on the device (eager kernel or lazy trace)
+    COMPILE = "compile"        # compiling the traced graph
+    EXECUTE = "execute"        # running the compiled graph
+    TO_HOST = "to_host"        # copying results back
+    COMPARE = "compare"        # numerics against the reference
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Verdict(str, enum.Enum):
+    """Why the numerics were judged as they were (see `opsuite/numerics.py`)."""
+
+    CLOSE = "close"                          # within the dtype's tolerance of the float64 reference
+    AS_ACCURATE_AS_CPU = "as_accurate_as_cpu"  # outside tolerance, but no less accurate than CPU itself
+    ACCUMULATION_ORDER = "accumulation_order"  # low-precision rounding of a reordered accumulation
+    SHAPE_ONLY = "shape_only"                # random or undefined output: only shape and dtype compared
+    EXACT = "exact"                          # integer or bool outputs, equal
+    WRONG = "wrong"                          # values wrong
+    SHAPE_MISMATCH = "shape_mismatch"
+    DTYPE_MISMATCH = "dtype_mismatch"
+    NONFINITE_MISMATCH = "nonfinite_mismatch"  # NaN or inf where the reference has none (or vice versa)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PASSING_VERDICTS = {Verdict.CLOSE, Verdict.AS_ACCURATE_AS_CPU, Verdict.ACCUMULATION_ORDER,
+                    Verdict.SHAPE_ONLY, Verdict.EXACT}
+
+
+@dataclass
+class Numerics:
+    """Error of the device result, and of CPU's own same-dtype result, against a float64 reference.
+
+    `ratio` is AWS's equivalence measure R = ||device - ref|| / ||cpu - ref|| (2-norms over every
+    compared element): about 1 when the device is exactly as accurate as the CPU in that dtype.
+    """
+
+    verdict: Verdict
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    cpu_max_abs_err: float | None = None
+    cpu_max_rel_err: float | None = None
+    ratio: float | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    reference_dtype: str | None = None
+    worst_output: str | None = None  # which output (or gradient) the worst figures come from
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["verdict"] = self.verdict.value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Numerics":
+        return cls(**{**data, "verdict": Verdict(data["verdict"])})
+
+
+@dataclass
+class Failure:
+    """What an error looked like: enough to classify it and to reproduce it."""
+
+    error_type: str
+    message: str                      # first line of the message
+    sample: str | None = None         # repr of the sample that failed
+    category: str | None = None       # from opsuite/classify.py
+    code: str | None = None           # the compiler's own error code, e.g. NCC_EVRF001
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class CaseRecord:
+    """One case's outcome on one backend: one line of a results file."""
+
+    case_id: str
+    status: Status
+    stage: Stage
+    backend: str
+    samples_run: int = 0
+    fallback_ops: list[str] = field(default_factory=list)   # aten ops that ran on the host
+    host_syncs: list[str] = field(default_factory=list)     # .item()-style syncs, not missing lowerings
+    aten_ops: list[str] = field(default_factory=list)       # aten overloads the case dispatches on CPU
+    compiles: int | None = None
+    compile_s: float | None = None
+    device_s: float | None = None
+    cpu_s: float | None = None
+    wall_s: float | None = None
+    numerics: Numerics | None = None
+    failure: Failure | None = None
+    extra: dict[str, Any] = field(default_factory=dict)      # backend-specific facts, e.g. graph breaks
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written as one results line (without the `kind` tag)."""
+        out = dataclasses.asdict(self)
+        out["status"] = self.status.value
+        out["stage"] = self.stage.value
+        out["numerics"] = self.numerics.to_json() if self.numerics else None
+        out["failure"] = self.failure.to_json() if self.failure else None
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CaseRecord":
+        """Inverse of `to_json`; unknown keys (such as `kind`) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["status"] = Status(data["status"])
+        kwargs["stage"] = Stage(data["stage"])
+        kwargs["numerics"] = Numerics.from_json(data["numerics"]) if data.get("numerics") else None
+        kwargs["failure"] = Failure(**data["failure"]) if data.get("failure") else None
+        return cls(**kwargs)
+
+
+def worst(statuses: list[Status]) -> Status:
+    """The most severe of several statuses (PASS for none)."""
+    if not statuses:
+        return Status.PASS
+    return min(statuses, key=SEVERITY.index)
