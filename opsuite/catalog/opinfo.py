@@ -82,6 +82,12 @@ def _compare_cpu_skip(op: Any, dtype: torch.dtype) -> str | None:
     return None
 
 
+def _calls_wrapper_set_seed(op: Any) -> bool:
+    """OpInfo wraps random ops in `wrapper_set_seed` so that CPU runs repeat; a device's RNG differs."""
+    code = getattr(op.op, "__code__", None)
+    return code is not None and "wrapper_set_seed" in code.co_names
+
+
 class OpInfoSource:
     """Cases from every OpInfo entry: op x dtype (those it supports on CPU) x forward/backward."""
 
@@ -111,6 +117,8 @@ class OpInfoSource:
         op = by_name()[case.name]
         if getattr(op, "has_nondeterministic_output", False):
             return "OpInfo: has_nondeterministic_output"
+        if _calls_wrapper_set_seed(op):
+            return "OpInfo: random op (wrapped in wrapper_set_seed)"
         reason = _compare_cpu_skip(op, case.torch_dtype)
         return f"OpInfo skips test_compare_cpu: {reason}" if reason else None
 

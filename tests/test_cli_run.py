@@ -1,0 +1,113 @@
+"""`opsuite run` and `pytest cases` end to end on the cpu backend, in subprocesses as a user runs them."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from opsuite.results import load
+
+ROOT = Path(__file__).resolve().parent.parent
+SELECTION = "ops/add/float32 or ops/mul/float32"
+
+
+def _opsuite(*args, cwd, **kwargs):
+    return subprocess.run([sys.executable, "-m", "opsuite.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def test_run_records_every_case_and_prints_the_summary(tmp_path):
+    results = tmp_path / "r.jsonl"
+    done = _opsuite("run", "--backend", "cpu", "-k", SELECTION, "--results", str(results), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| direction" in done.stdout and "| all" in done.stdout
+    assert str(results) in done.stdout
+    run = load(results)
+    assert sorted(r.case_id for r in run.records) == [
+        "ops/add/float32/backward", "ops/add/float32/forward", "ops/mul/float32/backward", "ops/mul/float32/forward"]
+    assert all(r.status.value == "pass" for r in run.records)
+    header = run.header
+    assert header["backend"] == "cpu"
+    assert header["catalog"]["op_db_size"] > 600
+    assert header["stack"]["torch"]
+    assert header["opsuite"]["commit"]
+    assert header["options"]["samples"] == "2"
+
+
+def test_pytest_xdist_workers_share_one_results_file(tmp_path):
+    results = tmp_path / "x.jsonl"
+    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "cases"), "--rootdir", str(ROOT),
+                           "--backend", "cpu", "-k", SELECTION, "-n", "2", "--results", str(results), "-q"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "opsuite summary" in done.stdout
+    run = load(results)
+    assert len(run.records) == 4
+    assert results.read_text().count('"kind": "header"') == 1
+
+
+def test_failure_prints_a_repro_command(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "cases"), "--rootdir", str(ROOT),
+                           "--backend", "cpu", "-k", "ops/jiterator_unary/float32", "-rs",
+                           "--results", str(tmp_path / "s.jsonl")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert "not applicable" in done.stdout  # skipped: the CPU reference has no kernel
+
+
+def test_unknown_backend_is_one_clear_error(tmp_path):
+    done = _opsuite("run", "--backend", "tpu9", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "opsuite: unknown backend 'tpu9'; known backends: " + ", ".join(_known())]
+
+
+def _known():
+    from opsuite import backends
+
+    return backends.known()
+
+
+def test_existing_results_are_never_overwritten(tmp_path):
+    results = tmp_path / "r.jsonl"
+    results.write_text("precious\n")
+    done = _opsuite("run", "--backend", "cpu", "--results", str(results), cwd=tmp_path)
+    assert done.returncode == 2 and "already exists" in done.stderr
+    assert results.read_text() == "precious\n"
+
+
+def test_killed_run_keeps_what_it_finished(tmp_path):
+    results = tmp_path / "k.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "opsuite.cli", "run", "--backend", "cpu", "--dtypes", "float32",
+                             "--directions", "forward", "--results", str(results)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not results.exists() or results.read_text().count("\n") < 6):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = load(results)
+    assert len(run.records) >= 5
+
+
+def test_repro_prints_the_record(tmp_path):
+    done = _opsuite("repro", "ops/add/float32/forward", "--backend", "cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "pass"
+    bad = _opsuite("repro", "ops/nosuchop/float32/forward", "--backend", "cpu", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown case" in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--samples", "0", "--backend", "cpu"], "--samples"),
+    (["run", "--kinds", "nope", "--backend", "cpu"], "no case kind"),
+])
+def test_bad_options(tmp_path, args, message):
+    done = _opsuite(*args, cwd=tmp_path)
+    assert done.returncode != 0
+    assert message in done.stderr

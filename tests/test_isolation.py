@@ -1,0 +1,44 @@
+"""Isolation: a case that kills or hangs its worker is recorded, and the run goes on."""
+
+import pytest
+
+from opsuite.isolation import IsolatedRunner, WorkerConfig, WorkerStartError
+from opsuite.record import Stage, Status
+
+
+def test_timeout_is_recorded_and_the_next_case_runs(tmp_path):
+    runner = IsolatedRunner(WorkerConfig("cpu", 2, ("ops",)), case_timeout_s=0.001, log_dir=tmp_path)
+    try:
+        record = runner.run("ops/linalg.svd/float32/backward")
+        assert record.status is Status.TIMEOUT
+        assert "budget" in record.failure.message
+        runner.case_timeout_s = 120
+        after = runner.run("ops/add/float32/forward")
+        assert after.status is Status.PASS
+        assert runner.starts == 2  # the hung worker was replaced
+        assert runner.handshake["stack"]["torch"]
+    finally:
+        runner.close()
+
+
+def test_unknown_backend_fails_to_start(tmp_path):
+    runner = IsolatedRunner(WorkerConfig("no-such-backend", 2, ("ops",)), case_timeout_s=60, log_dir=tmp_path)
+    with pytest.raises(WorkerStartError, match="unknown backend"):
+        runner.run("ops/add/float32/forward")
+
+
+@pytest.mark.xla
+def test_crashing_case_is_recorded_and_the_run_goes_on(tmp_path):
+    # On XLA:CPU, torch.roll's first OpInfo sample (an empty tensor) dies of SIGFPE inside the runtime.
+    runner = IsolatedRunner(WorkerConfig("xla", 2, ("ops",)), case_timeout_s=300, log_dir=tmp_path)
+    try:
+        crashed = runner.run("ops/roll/float32/forward")
+        assert crashed.status is Status.CRASH
+        assert "SIGFPE" in crashed.failure.message
+        assert crashed.stage is Stage.EXECUTE
+        after = runner.run("ops/add/float32/forward")
+        assert after.status is Status.PASS
+        assert after.compiles and after.compiles > 0
+        assert runner.starts == 2
+    finally:
+        runner.close()

@@ -1,0 +1,121 @@
+"""Numerics verdicts: a device as accurate as CPU must pass, a wrong result must not."""
+
+import pytest
+import torch
+
+from opsuite import numerics
+from opsuite.numerics import Leaf, judge
+from opsuite.record import PASSING_VERDICTS, Verdict
+
+
+def _three_ways(fn, x64: torch.Tensor, dtype: torch.dtype):
+    """fn on float64 (reference) and on `dtype` (CPU), from the same values."""
+    low = x64.to(dtype)
+    return fn(low.to(torch.float64)), fn(low)
+
+
+def test_identical_results_are_close():
+    x = torch.randn(100, dtype=torch.float64)
+    ref, cpu = _three_ways(torch.sin, x, torch.float32)
+    result = judge([Leaf("out", cpu.clone(), cpu, ref)])
+    assert result.verdict is Verdict.CLOSE
+    assert result.ratio == pytest.approx(1.0)
+    assert result.reference_dtype == "float64"
+
+
+def test_wrong_values_are_wrong():
+    x = torch.randn(100, dtype=torch.float64)
+    ref, cpu = _three_ways(torch.sin, x, torch.float32)
+    device = cpu.clone()
+    device[7] += 0.5
+    result = judge([Leaf("out", device, cpu, ref)])
+    assert result.verdict is Verdict.WRONG
+    assert result.max_abs_err == pytest.approx(0.5, rel=1e-3)
+    assert result.ratio > 10
+
+
+def test_bfloat16_as_accurate_as_cpu_passes():
+    # A device that rounds differently from CPU but is no less accurate: last-bit differences.
+    torch.manual_seed(0)
+    x = torch.randn(4096, dtype=torch.float64)
+    ref, cpu = _three_ways(lambda t: t * 1.37, x, torch.bfloat16)
+    # Round the exact result by truncation toward zero instead of to-nearest: one ulp off at most.
+    device = (ref.to(torch.float32).view(torch.int32) & ~0xFFFF).view(torch.float32).to(torch.bfloat16)
+    result = judge([Leaf("out", device, cpu, ref)])
+    assert result.verdict in PASSING_VERDICTS
+    assert result.verdict is not Verdict.WRONG
+
+
+def _bf16_chunked_sum(x: torch.Tensor) -> torch.Tensor:
+    """Row sums accumulated in bfloat16 itself, 64 chunks of 64 (the order XLA:CPU-like devices use)."""
+    parts = x.to(torch.bfloat16).view(x.shape[0], 64, 64)
+    chunk = torch.zeros(x.shape[0], 64, dtype=torch.bfloat16)
+    for j in range(64):
+        chunk = chunk + parts[:, :, j]
+    total = torch.zeros(x.shape[0], dtype=torch.bfloat16)
+    for j in range(64):
+        total = total + chunk[:, j]
+    return total
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bfloat16_accumulation_order_is_told_apart_from_wrong(seed):
+    torch.manual_seed(seed)
+    x = torch.randn(8, 4096, dtype=torch.float64)
+    ref, cpu = x.to(torch.bfloat16).double().sum(-1), x.to(torch.bfloat16).sum(-1)  # CPU accumulates in fp32
+    device = _bf16_chunked_sum(x)
+    accumulated = judge([Leaf("sum", device, cpu, ref)])
+    # Outside bf16's elementwise tolerance and several times CPU's error, yet a right answer.
+    assert accumulated.ratio > numerics.RATIO_OK
+    assert accumulated.verdict is Verdict.ACCUMULATION_ORDER
+
+    one_element_off = device.clone()
+    one_element_off[3] = device[3] * 1.5
+    assert judge([Leaf("sum", one_element_off, cpu, ref)]).verdict is Verdict.WRONG
+    assert judge([Leaf("sum", cpu * 1.25, cpu, ref)]).verdict is Verdict.WRONG
+
+
+def test_shape_dtype_and_nonfinite_mismatches():
+    a = torch.ones(3)
+    assert judge([Leaf("o", torch.ones(4), a, a.double())]).verdict is Verdict.SHAPE_MISMATCH
+    assert judge([Leaf("o", torch.ones(3, dtype=torch.float16), a, a.double())]).verdict is Verdict.DTYPE_MISMATCH
+    nan = torch.tensor([1.0, float("nan"), 3.0])
+    assert judge([Leaf("o", a.clone(), nan, nan.double())]).verdict is Verdict.NONFINITE_MISMATCH
+    assert judge([Leaf("o", nan.clone(), nan, nan.double())]).verdict is Verdict.CLOSE
+
+
+def test_integers_must_be_equal():
+    a = torch.arange(10)
+    assert judge([Leaf("o", a.clone(), a, a)]).verdict is Verdict.EXACT
+    b = a.clone()
+    b[3] = 99
+    result = judge([Leaf("o", b, a, a)])
+    assert result.verdict is Verdict.WRONG
+    assert "1 of 10" in result.note
+
+
+def test_shape_only_ignores_values_but_not_shapes():
+    a = torch.rand(5)
+    assert judge([Leaf("o", torch.rand(5), a, a.double())], shape_only="random").verdict is Verdict.SHAPE_ONLY
+    assert judge([Leaf("o", torch.rand(6), a, a.double())], shape_only="random").verdict is Verdict.SHAPE_MISMATCH
+
+
+def test_worst_leaf_wins():
+    good = torch.ones(3)
+    bad = torch.full((3,), 2.0)
+    result = judge([Leaf("first", good.clone(), good, good.double()),
+                    Leaf("second", bad, good, good.double())])
+    assert result.verdict is Verdict.WRONG
+    assert result.worst_output == "second"
+
+
+def test_plain_values_compared_by_equality():
+    assert judge([Leaf("o", 3, 3, 3)]).verdict is Verdict.EXACT
+    assert judge([Leaf("o", 3, 4, 4)]).verdict is Verdict.WRONG
+
+
+def test_leaves_pairs_outputs_and_tolerates_container_types():
+    pairs = numerics.leaves("out", (torch.ones(1), torch.zeros(1)), torch.return_types.max((torch.ones(1), torch.zeros(1))),
+                            None)
+    assert [p.name for p in pairs] == ["out[0]", "out[1]"]
+    assert judge(pairs).verdict is Verdict.CLOSE
