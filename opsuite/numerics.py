@@ -165,7 +165,8 @@ def _ratio(err_dev: torch.Tensor, err_cpu: torch.Tensor) -> float | None:
     num, den = _norm(err_dev), _norm(err_cpu)
     if den == 0.0:
         return 0.0 if num == 0.0 else None  # None: CPU is exact, a ratio says nothing
-    return num / den
+    ratio = num / den
+    return ratio if math.isfinite(ratio) else None
 
 
 def _max_int_diff(a: torch.Tensor, b: torch.Tensor) -> float:
