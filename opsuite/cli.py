@@ -115,11 +115,33 @@ def cmd_repro(args: argparse.Namespace) -> int:
     return 0 if record.status.value in ("pass", "skip") else 1
 
 
+# ---------------------------------------------------------------- opsuite summary
+
+def _add_summary(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", help="results files (.jsonl)")
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Validate results files and print each one's status table."""
+    from opsuite import summary
+    from opsuite.results import ResultsError, load
+
+    for path in args.results:
+        try:
+            run = load(path)
+        except ResultsError as exc:
+            raise UserError(str(exc)) from None
+        print(f"{path}: run {run.header['run_id']}, backend {run.backend}, {len(run.records)} cases")
+        print(summary.status_table(run.records))
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "run": (_add_run, cmd_run, "run the suite on a backend and record every case"),
     "repro": (_add_repro, cmd_repro, "rerun one case in-process with its traceback"),
+    "summary": (_add_summary, cmd_summary, "validate results files and print their status tables"),
 }
 
 

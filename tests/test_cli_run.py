@@ -39,6 +39,20 @@ def test_run_records_every_case_and_prints_the_summary(tmp_path):
     assert header["options"]["samples"] == "2"
 
 
+def test_summary_validates_results_files(tmp_path):
+    good = tmp_path / "g.jsonl"
+    assert _opsuite("run", "--backend", "cpu", "-k", "ops/add/float32/forward", "--results", str(good),
+                    cwd=tmp_path).returncode == 0
+    done = _opsuite("summary", str(good), cwd=tmp_path)
+    assert done.returncode == 0 and "| all" in done.stdout
+    corrupt = tmp_path / "c.jsonl"
+    corrupt.write_text(good.read_text()[:-20])
+    bad = _opsuite("summary", str(corrupt), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]  # one line
+    assert f"{corrupt}:2: not valid JSON" in bad.stderr
+
+
 def test_pytest_xdist_workers_share_one_results_file(tmp_path):
     results = tmp_path / "x.jsonl"
     done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "cases"), "--rootdir", str(ROOT),
