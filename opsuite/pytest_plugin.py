@@ -71,7 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     backend = config.getoption("backend") or backends.default()
     try:
-        backends.check_available(backend)
+        if config.getoption("backend"):  # the default is checked only once cases actually run
+            backends.check_available(backend)
         parse_samples(config.getoption("samples"))
     except (backends.BackendError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -113,6 +114,10 @@ class CaseSession:
 
     def __init__(self, config: pytest.Config):
         self.run = config.stash[RUN_KEY]
+        try:
+            backends.check_available(self.run["backend"])
+        except backends.BackendError as exc:
+            pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
         self.kinds = tuple(sorted(config.stash.get(_KINDS_KEY, set()))) or ("ops",)
         self.runner = IsolatedRunner(
             WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"]),
