@@ -12,6 +12,7 @@ REGISTRY: dict[str, tuple[str, str | None, str]] = {
     "cpu": ("opsuite.backends.cpu:CpuBackend", None, "main or xla"),
     "xla": ("opsuite.backends.xla:XlaBackend", "torch_xla", "xla"),
     "neuron-xla": ("opsuite.backends.neuron_xla:NeuronXlaBackend", "torch_neuronx", "a Neuron DLAMI's XLA venv"),
+    "inductor": ("opsuite.backends.inductor:InductorBackend", None, "main"),
 }
 
 
