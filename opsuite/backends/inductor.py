@@ -56,10 +56,11 @@ class InductorBackend(Backend):
             "torch": torch.__version__,
             "cxx": _cxx_version(config.cpp.cxx),
             "cpu_isa": torch.backends.cpu.get_cpu_capability(),
-            "inductor": {"fallback_random": config.fallback_random, "freezing": config.freezing,
-                         "max_autotune": config.max_autotune,
-                         "emulate_precision_casts": config.emulate_precision_casts,
-                         "cpp_simdlen": config.cpp.simdlen},
+            "inductor_fallback_random": config.fallback_random,
+            "inductor_freezing": config.freezing,
+            "inductor_max_autotune": config.max_autotune,
+            "inductor_emulate_precision_casts": config.emulate_precision_casts,
+            "inductor_cpp_simdlen": config.cpp.simdlen,
             "threads": torch.get_num_threads(),
         }
 
