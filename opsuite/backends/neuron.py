@@ -3,6 +3,8 @@
 Two backends, two matrix columns: `neuron` runs every op eagerly on the device (each op compiled on its
 own; ops without a Neuron kernel fall back to the CPU), `neuron-compile` runs the case through
 `torch.compile(backend="neuron", fullgraph=True)` (Dynamo, AOTAutograd, neuronx-cc; no graph breaks).
+A compile failure of the forward graph is staged as such; a backward graph compiles on first use, inside
+autograd, where only its message (a compiler error code or crash) tells that it did not compile.
 
 Fallbacks are read from torch-neuronx's own op tracking where the installed release has it. Otherwise,
 in eager mode, a dispatch mode watches every aten op dispatched on the device and names those that have
@@ -35,22 +37,20 @@ TRACKING_API = ("get_fallback_ops", "clear_op_tracking")
 class KernelCoverage(TorchDispatchMode):
     """Watches the aten ops dispatched on a device and names those without a kernel for its dispatch key.
 
-    An op with its own kernel ran on the device, and so did a view. A composite op (one with a CompositeExplicitAutograd
-    kernel, such as `aten::cos`, built on `aten::cos.out`) is sent on to that kernel with the mode still
-    watching, so that the ops it is built of are judged in turn. Any other op ran through the device's
-    fallback: on the CPU.
+    An op with its own kernel ran on the device, and so did a view. A composite op (one with a
+    CompositeExplicitAutograd kernel, such as `aten::cos`, built on `aten::cos.out`) is sent on to that
+    kernel with the mode still watching, so that the ops it is built of are judged in turn. Any other op
+    ran through the device's fallback: on the CPU.
     """
 
     def __init__(self, device_type: str, dispatch_key: str = DISPATCH_KEY):
         super().__init__()
         self.device_type, self.dispatch_key = device_type, dispatch_key
         self._below_python = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, dispatch_key))
-        self.executed: set[str] = set()
         self.fallbacks: set[str] = set()
 
     def clear(self) -> None:
         """Forget the ops seen so far."""
-        self.executed.clear()
         self.fallbacks.clear()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -58,7 +58,6 @@ class KernelCoverage(TorchDispatchMode):
         if not self._on_device(args, kwargs):
             return func(*args, **kwargs)
         name = func.name()
-        self.executed.add(name)
         if torch._C._dispatch_has_kernel_for_dispatch_key(name, self.dispatch_key) or func.is_view:
             # A view computes nothing (and `detach` would come back here while the mode watches).
             return func(*args, **kwargs)
@@ -200,7 +199,7 @@ def _op_names(ops: Iterable[Any] | dict[Any, Any]) -> set[str]:
 
 
 def native_available() -> str | None:
-    """Why TorchNeuron cannot run in this environment, or None when it can (torch >= 2.13 and torch-neuronx)."""
+    """Why TorchNeuron cannot run in this environment (its torch is older than 2.13), or None."""
     if torch.torch_version.TorchVersion(torch.__version__) < MIN_TORCH:
         return (f"TorchNeuron needs torch >= {MIN_TORCH}; this environment has torch {torch.__version__} "
                 f"(its torch-neuronx, if any, is the XLA stack: use the neuron-xla backend)")

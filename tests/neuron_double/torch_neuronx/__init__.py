@@ -17,7 +17,7 @@ What it is built to exercise:
 - `aten::atan` has a kernel that fails as the runtime does when device memory runs out;
 - `torch.compile(backend="neuron")` (AOTAutograd, then the graph runs on this device) refuses a graph
   holding `aten.atan2` with a compiler error code;
-- the op tracking API (`get_fallback_ops`, `get_executed_ops`, `clear_op_tracking`), absent when
+- torch-neuronx's op tracking (`get_fallback_ops`, `clear_op_tracking`), absent when
   OPSUITE_DOUBLE_NO_OP_TRACKING=1, as in a release without it.
 """
 
@@ -39,7 +39,6 @@ OUT_OF_MEMORY = 'nrt_tensor_allocate status=4 message="Allocation Failure"'
 REFUSED_BY_COMPILER = "atan2"
 
 _META = torch._C.DispatchKeySet(torch._C.DispatchKey.Meta)
-_executed: list[str] = []
 _fallbacks: list[str] = []
 _libraries: list[torch.library.Library] = []  # kept alive: a Library unregisters when collected
 
@@ -108,21 +107,18 @@ def _on_cpu(op: Any, args: tuple, kwargs: dict) -> Any:
 
 def _kernel(op: Any):
     def kernel(*args: Any, **kwargs: Any) -> Any:
-        _executed.append(op.name())
         return _on_cpu(op, args, kwargs)
 
     return kernel
 
 
 def _copy_from(src: torch.Tensor, dst: torch.Tensor, non_blocking: bool = False) -> torch.Tensor:
-    _executed.append("aten::_copy_from")
     target = _raw(dst) if dst.device.type == DEVICE else dst
     target.copy_(_unwrap(src))
     return dst
 
 
 def _refuse_atan(x: torch.Tensor) -> torch.Tensor:
-    _executed.append("aten::atan")
     raise RuntimeError(OUT_OF_MEMORY)
 
 
@@ -132,7 +128,6 @@ def _cpu_fallback(op: Any, *args: Any, **kwargs: Any) -> Any:
     if name in NOT_IMPLEMENTED:
         raise NotImplementedError(f"Operation {name} is not implemented for Neuron")
     _fallbacks.append(name)
-    _executed.append(name)
     return _on_cpu(op, args, kwargs)
 
 
@@ -141,13 +136,8 @@ if os.environ.get("OPSUITE_DOUBLE_NO_OP_TRACKING") != "1":
         """The ops that fell back to the CPU since `clear_op_tracking`."""
         return list(dict.fromkeys(_fallbacks))
 
-    def get_executed_ops() -> list[str]:
-        """Every op run on the device since `clear_op_tracking`."""
-        return list(dict.fromkeys(_executed))
-
     def clear_op_tracking() -> None:
         """Forget the ops seen so far."""
-        _executed.clear()
         _fallbacks.clear()
 
 
