@@ -145,7 +145,11 @@ def _run_sample(case: Case, sample: Sample, index: int, backend: Backend, record
     stage = Stage.TRACE
     on_stage(stage)
     try:
-        dev_out = _call(sample, dev_args, backward, index, device, wrap=backend.wrap)
+        try:
+            dev_out = _call(sample, dev_args, backward, index, device, wrap=backend.wrap)
+        except StageError as failed:  # a backend that compiles on first call (torch.compile) says so
+            stage = failed.stage
+            raise failed.error from None
         stage = Stage.EXECUTE  # on a lazy backend, sync compiles first: a crash here may be either
         on_stage(stage)
         try:

@@ -24,6 +24,7 @@ import pytest
 
 import opsuite
 from opsuite import backends, summary
+from opsuite.backends import neuron_tools
 from opsuite.isolation import IsolatedRunner, WorkerConfig, WorkerStartError
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load
@@ -68,6 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         config.stash[RUN_KEY] = workerinput["opsuite_run"]
+        if config.stash[RUN_KEY]["backend"] in backends.NEURON_BACKENDS:
+            _pin_neuron_core(workerinput["workerid"])
         return
     backend = config.getoption("backend") or backends.default()
     try:
@@ -90,6 +93,28 @@ def pytest_configure(config: pytest.Config) -> None:
                     "case_timeout_s": config.getoption("case_timeout"),
                     "workers": config.getoption("numprocesses", None)},
     }
+
+
+def _pin_neuron_core(worker_id: str) -> None:
+    """Give this xdist worker a NeuronCore of its own, before any process of it starts the runtime.
+
+    The worker process that runs cases is spawned from here and inherits the environment.
+    """
+    index = int(worker_id.removeprefix("gw"))
+    try:
+        core = neuron_tools.core_for_worker(index, os.environ.get(neuron_tools.VISIBLE_CORES))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    os.environ[neuron_tools.VISIBLE_CORES] = core
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own, which counts CPUs
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """xdist's `-n auto` on a Neuron backend: one worker per NeuronCore (None: xdist counts CPUs)."""
+    backend = config.getoption("backend") or backends.default()
+    if backend not in backends.NEURON_BACKENDS:
+        return None
+    return neuron_tools.worker_count(os.environ.get(neuron_tools.VISIBLE_CORES))
 
 
 @pytest.hookimpl(optionalhook=True)

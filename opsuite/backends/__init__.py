@@ -12,6 +12,22 @@ REGISTRY: dict[str, tuple[str, str | None, str]] = {
     "cpu": ("opsuite.backends.cpu:CpuBackend", None, "main or xla"),
     "xla": ("opsuite.backends.xla:XlaBackend", "torch_xla", "xla"),
     "neuron-xla": ("opsuite.backends.neuron_xla:NeuronXlaBackend", "torch_neuronx", "a Neuron DLAMI's XLA venv"),
+    "neuron": ("opsuite.backends.neuron:NeuronBackend", "torch_neuronx", "a Trn2/Trn3 TorchNeuron venv"),
+    "neuron-compile": ("opsuite.backends.neuron:NeuronCompileBackend", "torch_neuronx",
+                       "a Trn2/Trn3 TorchNeuron venv"),
+    "inductor": ("opsuite.backends.inductor:InductorBackend", None, "main"),
+    "cuda": ("opsuite.backends.cuda:CudaBackend", None, "a GPU machine's"),
+}
+
+# The backends that run on NeuronCores: one core per parallel worker.
+NEURON_BACKENDS = frozenset({"neuron", "neuron-compile", "neuron-xla"})
+
+# name -> "module:function" returning why the backend cannot run here (None when it can): for what an
+# import alone cannot tell, such as a GPU or the torch version. Checked after the import.
+CHECKS: dict[str, str] = {
+    "neuron": "opsuite.backends.neuron:native_available",
+    "neuron-compile": "opsuite.backends.neuron:native_available",
+    "cuda": "opsuite.backends.cuda:unavailable",
 }
 
 
@@ -32,20 +48,32 @@ def check_available(name: str) -> None:
     if needs and importlib.util.find_spec(needs) is None:
         raise BackendError(f"backend {name!r} needs the Python package {needs!r}, which is not installed "
                            f"in this environment; use the {where} environment (see README.md)")
+    if name in CHECKS:
+        reason = _load(CHECKS[name])()
+        if reason:
+            raise BackendError(f"backend {name!r} cannot run here: {reason}")
 
 
 def create(name: str) -> Backend:
     """A new backend object (its stack is not imported until `prepare`)."""
     check_available(name)
-    target = REGISTRY[name][0]
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return _load(REGISTRY[name][0])()
 
 
 def default() -> str:
-    """A Neuron device if there is one, else XLA (XLA:CPU on any other machine)."""
+    """On a Neuron machine TorchNeuron (`neuron`) where it can run, else torch-neuronx's XLA stack;
+    elsewhere XLA (XLA:CPU)."""
     from opsuite.backends.neuron_tools import has_neuron_device
 
-    if has_neuron_device():
+    if not has_neuron_device():
+        return "xla"
+    try:
+        check_available("neuron")
+    except BackendError:
         return "neuron-xla"
-    return "xla"
+    return "neuron"
+
+
+def _load(target: str):
+    module_name, attribute = target.split(":")
+    return getattr(importlib.import_module(module_name), attribute)

@@ -14,6 +14,7 @@ from typing import Any
 
 DMI_PRODUCT_NAME = Path("/sys/devices/virtual/dmi/id/product_name")
 NEURON_DEVICE_GLOB = "neuron*"
+VISIBLE_CORES = "NEURON_RT_VISIBLE_CORES"
 
 
 def _run(argv: list[str], timeout: float = 30.0) -> str | None:
@@ -82,3 +83,34 @@ def instance_type() -> str | None:
 def has_neuron_device(dev: Path = Path("/dev")) -> bool:
     """True when a Neuron device node (/dev/neuron0, ...) exists."""
     return any(dev.glob(NEURON_DEVICE_GLOB))
+
+
+def parse_cores(value: str) -> list[int]:
+    """NEURON_RT_VISIBLE_CORES's syntax, "3", "0-3" or "0-1,4", as the list of cores it names."""
+    cores: list[int] = []
+    for part in value.replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"{VISIBLE_CORES}={value!r} is not a core list such as 0, 0-3 or 0-1,4")
+        cores.extend(range(int(first), int(last or first) + 1))
+    return cores
+
+
+def worker_count(visible: str | None) -> int | None:
+    """How many one-core workers fit: the cores NEURON_RT_VISIBLE_CORES names, else all cores found."""
+    return len(parse_cores(visible)) if visible else core_count()
+
+
+def core_for_worker(index: int, visible: str | None) -> str:
+    """The NeuronCore the `index`-th parallel worker takes: its place among the visible cores, else `index`.
+
+    Cores are never shared between processes, so a worker without a core of its own is refused here
+    rather than left to fail at its first case.
+    """
+    if not visible:
+        return str(index)
+    cores = parse_cores(visible)
+    if index >= len(cores):
+        raise ValueError(f"worker {index} has no NeuronCore of its own: {VISIBLE_CORES}={visible} names "
+                         f"{len(cores)}; run at most {len(cores)} workers")
+    return str(cores[index])
