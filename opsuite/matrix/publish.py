@@ -26,12 +26,28 @@ from opsuite.matrix.snapshot import Snapshot
 STAGING_PREFIX = ".publish-"
 
 
+class UndoError(MatrixError):
+    """A failed publish whose undo failed too: the staging directory keeps what is out of place."""
+
+
 @contextlib.contextmanager
-def _locked(matrix: Path) -> Iterator[None]:
+def _staging(matrix: Path) -> Iterator[Path]:
+    """Under an exclusive lock on the matrix, a fresh staging directory inside it, removed at the end
+    (kept only after an UndoError: it then holds the only copy of what could not be put back)."""
+    matrix.mkdir(parents=True, exist_ok=True)
     fd = os.open(matrix, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        fcntl.flock(fd, fcntl.LOCK_EX)  # two publishes must not interleave; released by close
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=matrix))
+        keep = False
+        try:
+            yield staging
+        except UndoError:
+            keep = True
+            raise
+        finally:
+            if not keep:
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
         os.close(fd)
 
@@ -71,29 +87,43 @@ def write_snapshot_pages(snap: Snapshot) -> None:
 
 
 class _Transaction:
-    """Renames inside one file system, each with its undo, undone in reverse order on failure."""
+    """Renames inside one file system, all or nothing: on failure, those done are undone, newest first."""
 
     def __init__(self, staging: Path):
         self.staging = staging
         self.undo: list[Callable[[], None]] = []
 
-    def move_into_place(self, source: Path, dest: Path) -> None:
-        """Put `source` at `dest`, keeping whatever was at `dest` in staging until the end."""
-        if dest.exists():
+    def _move_into_place(self, source: Path, dest: Path) -> None:
+        if dest.exists():  # keep the old one in staging until the whole transaction has succeeded
             kept = self.staging / f"replaced-{len(self.undo)}"
             os.rename(dest, kept)
             self.undo.append(lambda: os.rename(kept, dest))
         os.rename(source, dest)
         self.undo.append(lambda: os.rename(dest, source))
 
-    def make_dir(self, path: Path) -> None:
-        if not path.exists():
-            path.mkdir()
-            self.undo.append(path.rmdir)
-
-    def rollback(self) -> None:
+    def _rollback(self) -> None:
+        stuck = []
         for step in reversed(self.undo):
-            step()
+            try:
+                step()
+            except OSError as exc:  # go on: every other step undone is one less thing out of place
+                stuck.append(str(exc))
+        if stuck:
+            raise UndoError(f"a failed publish could not be fully undone ({'; '.join(stuck)}); the previous "
+                            f"files are kept in {self.staging}")
+
+    def run(self, moves: list[tuple[Path, Path]], new_dirs: tuple[Path, ...] = ()) -> None:
+        """Make the missing `new_dirs`, then every (source, dest) move, replacing what is at dest."""
+        try:
+            for path in new_dirs:
+                if not path.exists():
+                    path.mkdir()
+                    self.undo.append(path.rmdir)
+            for source, dest in moves:
+                self._move_into_place(source, dest)
+        except BaseException:
+            self._rollback()
+            raise
 
 
 def _check_replace(old: Snapshot, new: dict, replace: bool) -> None:
@@ -117,65 +147,42 @@ def publish(results: list[str | Path], matrix: Path, replace: bool = False) -> S
         runs = [load(path) for path in paths]
     except ResultsError as exc:
         raise MatrixError(str(exc)) from None
-    matrix.mkdir(parents=True, exist_ok=True)
-    with _locked(matrix):
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=matrix))
-        try:
-            new_dir = staging / "snapshot"
-            files, digests = _copy_results(paths, new_dir / "results")
-            data = snapshot.build(runs, files, digests)
-            target = matrix / data["backend"] / data["key"]
-            existing = snapshot.load_all(matrix)
-            for old in existing:
-                if old.id == data["id"]:
-                    _check_replace(old, data, replace)
-            (new_dir / snapshot.FILE).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-            new = snapshot.load(new_dir)  # what readers will see: validate it before anything moves
-            write_snapshot_pages(new)
-            everything = [s for s in existing if s.id != new.id] + [Snapshot(target, new.data)]
-            everything.sort(key=lambda s: (s.backend, s.order_key))
-            staged = {}
-            for name, text in derived_files(everything).items():
-                staged[name] = staging / f"new-{name}"
-                staged[name].write_text(text)
-            transaction = _Transaction(staging)
-            try:
-                transaction.make_dir(target.parent)
-                transaction.move_into_place(new_dir, target)
-                for name, path in staged.items():
-                    transaction.move_into_place(path, matrix / name)
-            except BaseException:
-                transaction.rollback()
-                raise
-            return Snapshot(target, new.data)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    with _staging(matrix) as staging:
+        new_dir = staging / "snapshot"
+        files, digests = _copy_results(paths, new_dir / "results")
+        data = snapshot.build(runs, files, digests)
+        target = matrix / data["backend"] / data["key"]
+        existing = snapshot.load_all(matrix)
+        for old in existing:
+            if old.id == data["id"]:
+                _check_replace(old, data, replace)
+        (new_dir / snapshot.FILE).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        new = snapshot.load(new_dir)  # what readers will see: validate it before anything moves
+        write_snapshot_pages(new)
+        everything = [s for s in existing if s.id != new.id] + [Snapshot(target, new.data)]
+        everything.sort(key=lambda s: (s.backend, s.order_key))
+        moves = [(new_dir, target)]
+        for name, text in derived_files(everything).items():
+            (staging / f"new-{name}").write_text(text)
+            moves.append((staging / f"new-{name}", matrix / name))
+        _Transaction(staging).run(moves, new_dirs=(target.parent,))
+    return Snapshot(target, new.data)
 
 
 def reindex(matrix: Path) -> list[Snapshot]:
     """Rewrite every snapshot's pages and the top-level files from the snapshots' JSON (same atomicity)."""
     if not matrix.is_dir():
         raise MatrixError(f"no matrix directory at {matrix}")
-    with _locked(matrix):
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=matrix))
-        try:
-            snapshots = snapshot.load_all(matrix)
-            moves = []
-            for number, snap in enumerate(snapshots):
-                copy = Snapshot(staging / f"pages-{number}", snap.data)
-                copy.path.mkdir()
-                write_snapshot_pages(copy)
-                moves += [(copy.path / name, snap.path / name) for name in ("README.md", "index.html")]
-            for name, text in derived_files(snapshots).items():
-                (staging / f"new-{name}").write_text(text)
-                moves.append((staging / f"new-{name}", matrix / name))
-            transaction = _Transaction(staging)
-            try:
-                for source, dest in moves:
-                    transaction.move_into_place(source, dest)
-            except BaseException:
-                transaction.rollback()
-                raise
-            return snapshots
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    with _staging(matrix) as staging:
+        snapshots = snapshot.load_all(matrix)
+        moves = []
+        for number, snap in enumerate(snapshots):
+            pages = Snapshot(staging / f"pages-{number}", snap.data)
+            pages.path.mkdir()
+            write_snapshot_pages(pages)
+            moves += [(pages.path / name, snap.path / name) for name in ("README.md", "index.html")]
+        for name, text in derived_files(snapshots).items():
+            (staging / f"new-{name}").write_text(text)
+            moves.append((staging / f"new-{name}", matrix / name))
+        _Transaction(staging).run(moves)
+    return snapshots

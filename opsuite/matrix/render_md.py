@@ -35,7 +35,7 @@ def pct(value: float | None) -> str:
 
 
 def summary_rows(cells: dict[str, dict[str, Any]]) -> list[list[Any]]:
-    """Per category: count per status, total and pass %; then the total row."""
+    """Per category: count per status, total and pass % (None when no case applies); then the total row."""
     groups: dict[str, list[str]] = defaultdict(list)
     for case_id, cell in cells.items():
         groups[category(case_id)].append(cell["status"])
@@ -45,7 +45,7 @@ def summary_rows(cells: dict[str, dict[str, Any]]) -> list[list[Any]]:
         counts = {s: statuses.count(s) for s in STATUSES}
         applicable = len(statuses) - counts["skip"]
         rows.append([name, *counts.values(), len(statuses),
-                     pct(100.0 * counts["pass"] / applicable if applicable else None)])
+                     100.0 * counts["pass"] / applicable if applicable else None])
     return rows
 
 
@@ -74,7 +74,8 @@ def snapshot_page(snap: Snapshot) -> str:
     out += [tabulate(runs, headers=["#", "results file", "run id", "started", "cases", "opsuite commit",
                                     "options"], tablefmt="github"), "",
             "## Summary by category and status", "",
-            tabulate(summary_rows(cells), headers=["category", *STATUSES, "total", "pass %"], tablefmt="github"),
+            tabulate(summary_rows(cells), headers=["category", *STATUSES, "total", "pass %"], tablefmt="github",
+                     floatfmt=".1f", missingval="-"),
             "", "## Cells", "",
             "One row per subject, one column per dtype and direction. A cell gives the status, then what ran on "
             "the host, the stage and error (`[category/code] type: message`) or the measured error "
@@ -113,7 +114,8 @@ def index_page(snapshots: list[Snapshot]) -> str:
         for snap in sorted(snaps, key=lambda s: s.order_key, reverse=True):
             summary = snap.data["summary"]
             rows.append([f"[{md(snap.data['label'])}]({backend}/{snap.data['key']}/README.md)",
-                         snap.data["published_at"][:10], summary["cases"], pct(summary["pass_pct"]),
+                         snap.data["published_at"][:10], summary["cases"], summary["pass_pct"],
                          *(summary["counts"].get(s, 0) for s in STATUSES)])
-        out += [tabulate(rows, headers=["stack", "published", "cases", "pass %", *STATUSES], tablefmt="github"), ""]
+        out += [tabulate(rows, headers=["stack", "published", "cases", "pass %", *STATUSES], tablefmt="github",
+                         floatfmt=".1f", missingval="-"), ""]
     return "\n".join(out)
