@@ -41,9 +41,9 @@ def real_cpu_results() -> Path:
 
 
 def edited_copy(source: Path, dest: Path, torch: str | None = None,
-                case: Callable[[dict], Any] | None = None) -> Path:
-    """A copy of a results file, as if run on another torch version (a new run id) and/or with each
-    case object changed in place by `case`."""
+                case: Callable[[dict], Any] | None = None, keep: Callable[[dict], bool] | None = None) -> Path:
+    """A copy of a results file, as if run on another torch version (a new run id), with each case
+    object changed in place by `case`, keeping only the cases `keep` accepts."""
     lines = []
     run_id = None
     for raw in source.read_text().splitlines():
@@ -52,6 +52,8 @@ def edited_copy(source: Path, dest: Path, torch: str | None = None,
             obj["stack"]["torch"] = torch
             obj["run_id"] = run_id = f"{obj['run_id']}-torch-{torch}"
         elif obj["kind"] == "case":
+            if keep and not keep(obj):
+                continue
             obj["run_id"] = run_id or obj["run_id"]
             if case:
                 case(obj)
@@ -60,14 +62,62 @@ def edited_copy(source: Path, dest: Path, torch: str | None = None,
     return dest
 
 
-def failing(case_id: str, message: str = "RuntimeError: made to fail for a test") -> Callable[[dict], None]:
-    """A case edit: `case_id` ends in a runtime error with `message` (other cases untouched)."""
+def failing(*case_ids: str, message: str = "made to fail for a test", code: str = "T001") -> Callable[[dict], None]:
+    """A case edit: the named cases end in a runtime error with `message` and `code` (others untouched)."""
     def edit(case: dict) -> None:
-        if case["case_id"] == case_id:
+        if case["case_id"] in case_ids:
             case.update(status="runtime_error", stage="execute", numerics=None,
                         failure={"error_type": "RuntimeError", "message": message, "sample": None,
-                                 "category": "test", "code": "T001"})
+                                 "category": "test", "code": code})
     return edit
+
+
+def renamed(old_prefix: str, new_prefix: str) -> Callable[[dict], None]:
+    """A case edit: case ids starting with `old_prefix` start with `new_prefix` instead."""
+    def edit(case: dict) -> None:
+        if case["case_id"].startswith(old_prefix):
+            case["case_id"] = new_prefix + case["case_id"][len(old_prefix):]
+    return edit
+
+
+ADD = "ops/add/float32/forward"
+SOFTMAX_BACKWARD = "ops/softmax/float32/backward"
+BLOCK = "tiny_attention"
+
+
+@functools.cache
+def three_version_matrix() -> tuple[Path, dict[str, str]]:
+    """A matrix (read-only to tests) of three cpu snapshots, published out of order, and their ids by torch.
+
+    The real run, then copies as if on torch 2.14.0 (ADD and SOFTMAX_BACKWARD fail, code T001) and
+    2.15.0 (ADD passes again, SOFTMAX_BACKWARD fails with code T002, the skipped jiterator cases are gone,
+    and a block's cases are new: the real softmax records under `blocks/tiny_attention/`).
+    """
+    from opsuite.matrix import publish
+
+    real = real_cpu_results()
+    work = real.parent / "three-versions"
+    work.mkdir()
+    v214 = edited_copy(real, work / "v214.jsonl", torch="2.14.0", case=failing(ADD, SOFTMAX_BACKWARD))
+    v215 = edited_copy(real, work / "v215.jsonl", torch="2.15.0",
+                       case=failing(SOFTMAX_BACKWARD, message="another failure", code="T002"),
+                       keep=lambda c: "jiterator" not in c["case_id"])
+    blocks = edited_copy(v215, work / "v215-blocks.jsonl", case=renamed("ops/softmax/", f"blocks/{BLOCK}/"),
+                         keep=lambda c: c["case_id"].startswith("ops/softmax/"))
+    _give_run_id(blocks, "v215-blocks")
+    matrix = work / "matrix"
+    ids = {}
+    for name, files in (("2.15.0", [v215, blocks]), ("real", [real]), ("2.14.0", [v214])):
+        ids[name] = publish.publish(files, matrix).id
+    return matrix, ids
+
+
+def _give_run_id(path: Path, run_id: str) -> None:
+    """Make a results file a run of its own (a second results file of the same stack)."""
+    objs = [json.loads(raw) for raw in path.read_text().splitlines()]
+    for obj in objs:
+        obj["run_id"] = run_id
+    path.write_text("".join(json.dumps(obj) + "\n" for obj in objs))
 
 
 def tree(path: Path) -> dict[str, str]:
