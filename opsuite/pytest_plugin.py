@@ -25,6 +25,8 @@ import pytest
 import opsuite
 from opsuite import backends, summary
 from opsuite.isolation import IsolatedRunner, WorkerConfig, WorkerStartError
+from opsuite.matrix import MatrixError, publish
+from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load
 
@@ -107,10 +109,8 @@ def _configure_baseline(config: pytest.Config, backend: str) -> None:
         raise pytest.UsageError("--update-baseline needs --baseline SNAPSHOT")
     if not ref:
         return
-    from opsuite.matrix import MatrixError, baseline
-
     try:
-        config.stash[BASELINE_KEY] = baseline.load(ref, backend)
+        config.stash[BASELINE_KEY] = regression.load(ref, backend)
     except MatrixError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -175,12 +175,10 @@ class CaseSession:
             return record
         if record.status is Status.SKIP:
             pytest.skip(f"not applicable: {_reason(record)}")
-        regression = ""
-        if self.baseline is not None and baseline_passed(self.baseline, case_id):
-            from opsuite.matrix import baseline
-
-            regression = baseline.regression_message(self.baseline, case_id, record.to_json()) + "\n"
-        pytest.fail(f"{regression}{record.status.value} at stage {record.stage.value}: {_reason(record)}\n"
+        regressed = ""
+        if self.baseline is not None and regression.expected_to_pass(self.baseline, case_id):
+            regressed = regression.regression_message(self.baseline, case_id, record.to_json()) + "\n"
+        pytest.fail(f"{regressed}{record.status.value} at stage {record.stage.value}: {_reason(record)}\n"
                     f"repro: {repro_command(case_id, self.run)}", pytrace=False)
         return record
 
@@ -191,20 +189,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is None:
         return
-    from opsuite.matrix import baseline
-
     # Expected failures: a case that did not pass in the baseline (or is new) may fail; passing is XPASS.
     for item in items:
         case_id = getattr(item, "callspec", None) and item.callspec.params.get("case_id")
-        if case_id and not baseline_passed(snap, case_id):
-            item.add_marker(pytest.mark.xfail(reason=baseline.xfail_reason(snap, case_id), strict=False))
-
-
-def baseline_passed(snap: Any, case_id: str) -> bool:
-    """Whether the baseline snapshot holds `case_id` as passing."""
-    from opsuite.matrix import baseline
-
-    return baseline.expected_to_pass(snap, case_id)
+        if case_id and not regression.expected_to_pass(snap, case_id):
+            item.add_marker(pytest.mark.xfail(reason=regression.xfail_reason(snap, case_id), strict=False))
 
 
 @pytest.fixture(scope="session")
@@ -252,11 +241,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(f"results: {path}")
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is not None:
-        from opsuite.matrix import baseline
-
-        cells = baseline.run_cells(path)
+        cells = regression.run_cells(path)
         terminalreporter.section("opsuite regression mode")
-        terminalreporter.write_line(baseline.report(snap, cells, baseline.compare(snap, cells)))
+        terminalreporter.write_line(regression.report(snap, cells, regression.compare(snap, cells)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -268,8 +255,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = Path(config.stash[RUN_KEY]["results"])
     if not path.exists():
         return
-    from opsuite.matrix import MatrixError, publish
-
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     try:
         published = publish.publish([path], snap.path.parent.parent, replace=True)
