@@ -184,3 +184,26 @@ def test_corrupt_or_foreign_snapshots_are_one_clear_error(tmp_path, results):
     message = _one_line_error(opsuite("publish", str(results), "--matrix", str(matrix), cwd=tmp_path))
     assert str(file) in message and "corrupt" in message
     assert tree(matrix) == before
+
+
+def test_an_undo_that_fails_too_keeps_the_old_files_and_says_where(tmp_path, results, monkeypatch):
+    matrix = tmp_path / "matrix"
+    publish.publish([results], matrix)
+    before = tree(matrix)
+    newer = edited_copy(results, tmp_path / "newer.jsonl", torch="99.0.0")
+    real_rename = os.rename
+
+    def rename(src, dst):  # matrix/index.html can be neither replaced nor put back
+        if Path(dst) == matrix / "index.html":
+            raise OSError("injected failure")
+        real_rename(src, dst)
+    monkeypatch.setattr(publish.os, "rename", rename)
+    with pytest.raises(publish.UndoError, match="could not be fully undone") as failure:
+        publish.publish([newer], matrix)
+    [staging] = [p for p in matrix.iterdir() if p.name.startswith(publish.STAGING_PREFIX)]
+    assert str(staging) in str(failure.value)
+    [kept] = [p for p in staging.iterdir() if p.name.startswith("replaced-")]
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == before["index.html"]
+    after = tree(matrix)
+    assert {k: v for k, v in after.items() if not k.startswith(".")} == \
+        {k: v for k, v in before.items() if k != "index.html"}  # all else is back as it was
