@@ -41,11 +41,9 @@ def aten_key(query: str) -> tuple[str, str | None] | None:
 
 def _record_keys(index: dict[str, Any], packet: str, overload: str | None) -> list[str]:
     """The aten_ops strings in the index that a (packet, overload) query names."""
-    if overload == "default":
-        wanted = {f"aten::{packet}"}
-        return [k for k in index["aten"] if k in wanted]
-    if overload:
-        return [k for k in index["aten"] if k == f"aten::{packet}.{overload}"]
+    if overload:  # records spell the default overload without a suffix
+        key = f"aten::{packet}" if overload == "default" else f"aten::{packet}.{overload}"
+        return [key] if key in index["aten"] else []
     return [k for k in index["aten"] if k.partition(".")[0] == f"aten::{packet}"]
 
 
