@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+from opsuite.matrix import MatrixError
+from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
 
 CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
 
@@ -33,11 +37,20 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", default="ops", help="comma-separated case kinds: ops, blocks, models (default ops)")
     parser.add_argument("--results", help="results file (default: results/<backend>/<run id>.jsonl)")
     parser.add_argument("--case-timeout", type=float, help="seconds before a case is killed (default 300)")
+    parser.add_argument("--baseline", metavar="SNAPSHOT",
+                        help="regression mode: compare with a published snapshot (directory or id); exit 1 "
+                             "when a case that passed there does not pass now")
+    parser.add_argument("--update-baseline", action="store_true",
+                        help="with --baseline: publish this run as a snapshot into the baseline's matrix")
     parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the suite through pytest, then print the status summary and where the results are."""
+    """Run the suite through pytest, then print the status summary and where the results are.
+
+    Exit codes: 0 when the run finished (whatever the cases' statuses), 1 on regressions against
+    --baseline, 2 on bad input, 5 when no case was selected, pytest's own code when pytest failed.
+    """
     import pytest
 
     from opsuite import backends, summary
@@ -48,6 +61,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         backends.check_available(backend)
     except backends.BackendError as exc:
         raise UserError(str(exc)) from None
+    if args.update_baseline and not args.baseline:
+        raise UserError("--update-baseline needs --baseline SNAPSHOT")
+    if args.baseline:  # refuse a bad baseline before the run, not after it
+        from opsuite.matrix import baseline
+
+        snap = baseline.load(args.baseline, backend)
     results = Path(args.results or Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
     if results.exists():
         raise UserError(f"{results} already exists; results files are never overwritten")
@@ -58,9 +77,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = [*files, "--backend", backend, "--samples", args.samples, "--results", str(results),
             "-q", "--tb=no", "-p", "no:cacheprovider", "--rootdir", str(CASES_DIR.parent)]
     for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--dtypes", args.dtypes),
-                        ("--directions", args.directions), ("--case-timeout", args.case_timeout)):
+                        ("--directions", args.directions), ("--case-timeout", args.case_timeout),
+                        ("--baseline", args.baseline)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.update_baseline:
+        argv.append("--update-baseline")
     argv += args.pytest_args
     code = pytest.main(argv, plugins=[_SummaryOnly()])
     if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR) \
@@ -73,6 +95,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(summary.status_table(run.records))
     print(f"\n{len(run.records)} cases recorded in {results}")
+    if args.baseline:
+        cells = baseline.run_cells(results)
+        changes = baseline.compare(snap, cells)
+        print()
+        print(baseline.report(snap, cells, changes))
+        return 1 if changes["regressed"] else 0
     return 0
 
 
@@ -142,6 +170,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "run": (_add_run, cmd_run, "run the suite on a backend and record every case"),
     "repro": (_add_repro, cmd_repro, "rerun one case in-process with its traceback"),
     "summary": (_add_summary, cmd_summary, "validate results files and print their status tables"),
+    **MATRIX_COMMANDS,
 }
 
 
@@ -163,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except UserError as exc:
+    except (UserError, MatrixError) as exc:
         print(f"opsuite: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `opsuite lookup x | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -26,10 +26,13 @@ import opsuite
 from opsuite import backends, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import IsolatedRunner, WorkerConfig, WorkerStartError
+from opsuite.matrix import MatrixError, publish
+from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load
 
 RUN_KEY = pytest.StashKey[dict]()
+BASELINE_KEY = pytest.StashKey[Any]()  # the baseline Snapshot of regression mode
 _KINDS_KEY = pytest.StashKey[set]()  # the case kinds collected in this process
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
@@ -48,6 +51,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="results file to write (default: results/<backend>/<run id>.jsonl)")
     group.addoption("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S,
                     help="seconds a case may run before it is killed and recorded as timeout")
+    group.addoption("--baseline", default=None, metavar="SNAPSHOT",
+                    help="regression mode: a published snapshot (directory or id such as xla/<key>); a case "
+                         "that passed there and fails now fails the run, one that failed there is xfail")
+    group.addoption("--update-baseline", action="store_true", default=False,
+                    help="with --baseline: publish this run as a snapshot into the baseline's matrix")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -71,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[RUN_KEY] = workerinput["opsuite_run"]
         if config.stash[RUN_KEY]["backend"] in backends.NEURON_BACKENDS:
             _pin_neuron_core(workerinput["workerid"])
+        _configure_baseline(config, workerinput["opsuite_run"]["backend"])
         return
     backend = config.getoption("backend") or backends.default()
     try:
@@ -93,6 +102,20 @@ def pytest_configure(config: pytest.Config) -> None:
                     "case_timeout_s": config.getoption("case_timeout"),
                     "workers": config.getoption("numprocesses", None)},
     }
+    _configure_baseline(config, backend)
+
+
+def _configure_baseline(config: pytest.Config, backend: str) -> None:
+    """Regression mode: load the baseline snapshot (in every process: markers are set at collection)."""
+    ref = config.getoption("baseline", None)
+    if config.getoption("update_baseline", False) and not ref:
+        raise pytest.UsageError("--update-baseline needs --baseline SNAPSHOT")
+    if not ref:
+        return
+    try:
+        config.stash[BASELINE_KEY] = regression.load(ref, backend)
+    except MatrixError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _pin_neuron_core(worker_id: str) -> None:
@@ -149,6 +172,7 @@ class CaseSession:
                          kinds=self.kinds),
             case_timeout_s=self.run["options"]["case_timeout_s"])
         self.writer = ResultsWriter(Path(self.run["results"]), self._header)
+        self.baseline = config.stash.get(BASELINE_KEY, None)
 
     def _header(self) -> dict[str, Any]:
         hello = self.runner.handshake or {}
@@ -176,7 +200,10 @@ class CaseSession:
             return record
         if record.status is Status.SKIP:
             pytest.skip(f"not applicable: {_reason(record)}")
-        pytest.fail(f"{record.status.value} at stage {record.stage.value}: {_reason(record)}\n"
+        regressed = ""
+        if self.baseline is not None and regression.expected_to_pass(self.baseline, case_id):
+            regressed = regression.regression_message(self.baseline, case_id, record.to_json()) + "\n"
+        pytest.fail(f"{regressed}{record.status.value} at stage {record.stage.value}: {_reason(record)}\n"
                     f"repro: {repro_command(case_id, self.run)}", pytrace=False)
         return record
 
@@ -184,6 +211,14 @@ class CaseSession:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[_KINDS_KEY] = {getattr(item.module, "CASE_KIND") for item in items
                                 if "case_id" in getattr(item, "fixturenames", ())}
+    snap = config.stash.get(BASELINE_KEY, None)
+    if snap is None:
+        return
+    # Expected failures: a case that did not pass in the baseline (or is new) may fail; passing is XPASS.
+    for item in items:
+        case_id = getattr(item, "callspec", None) and item.callspec.params.get("case_id")
+        if case_id and not regression.expected_to_pass(snap, case_id):
+            item.add_marker(pytest.mark.xfail(reason=regression.xfail_reason(snap, case_id), strict=False))
 
 
 @pytest.fixture(scope="session")
@@ -229,6 +264,32 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("opsuite summary")
     terminalreporter.write_line(summary.status_table(run.records))
     terminalreporter.write_line(f"results: {path}")
+    snap = config.stash.get(BASELINE_KEY, None)
+    if snap is not None:
+        cells = regression.run_cells(path)
+        terminalreporter.section("opsuite regression mode")
+        terminalreporter.write_line(regression.report(snap, cells, regression.compare(snap, cells)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """--update-baseline: publish this run into the baseline's matrix (controlling process only)."""
+    config = session.config
+    snap = config.stash.get(BASELINE_KEY, None)
+    if getattr(config, "workerinput", None) is not None or snap is None or not config.getoption("update_baseline"):
+        return
+    path = Path(config.stash[RUN_KEY]["results"])
+    if not path.exists():
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    try:
+        published = publish.publish([path], snap.path.parent.parent, replace=True)
+    except MatrixError as exc:
+        message = f"opsuite: --update-baseline did not publish: {exc}"
+        session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
+    else:
+        message = f"opsuite: published the new baseline {published.id} in {published.path}"
+    if reporter is not None:
+        reporter.write_line(message)
 
 
 def _git_commit() -> str:

@@ -1,0 +1,88 @@
+"""Nightly regression mode: a run judged against a baseline snapshot.
+
+A case that passed in the baseline and does not pass now is a regression (the run fails); a case that
+did not pass in the baseline, or is not in it, is expected to fail (pytest xfail) and reported as an
+improvement when it passes now. Used by the pytest plugin (`--baseline`) and by `opsuite run --baseline`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from opsuite.matrix import DEFAULT_MATRIX, MatrixError, diff, notes, snapshot
+from opsuite.matrix.snapshot import Snapshot
+
+SHOWN_IN_FULL = 20  # regressions whose two records are printed in full
+
+
+def load(ref: str, backend: str) -> Snapshot:
+    """The baseline snapshot a user named; refuses one of another backend."""
+    snap = snapshot.load(snapshot.resolve(ref, DEFAULT_MATRIX))
+    if snap.backend != backend:
+        raise MatrixError(f"baseline {snap.id} is a {snap.backend} snapshot; this run is on {backend}")
+    return snap
+
+
+def expected_to_pass(snap: Snapshot, case_id: str) -> bool:
+    """Whether the baseline holds this case as passing (a failure now is a regression)."""
+    cell = snap.cells.get(case_id)
+    return cell is not None and cell["status"] == diff.WORKING
+
+
+def xfail_reason(snap: Snapshot, case_id: str) -> str:
+    """Why a case is expected to fail: its baseline cell, or its absence."""
+    cell = snap.cells.get(case_id)
+    if cell is None:
+        return f"not in baseline {snap.id}"
+    return f"baseline {snap.id}: {notes.one_line(cell)}"
+
+
+def _record(cell: dict[str, Any]) -> str:
+    shown = {k: v for k, v in cell.items() if k != "aten_ops"}
+    return json.dumps(shown, sort_keys=True, default=str)
+
+
+def regression_message(snap: Snapshot, case_id: str, new: dict[str, Any]) -> str:
+    """The failure text of a regressed case: both records."""
+    return (f"REGRESSION: {case_id} passed in baseline {snap.id}, now {new['status']}\n"
+            f"  baseline record: {_record(snap.cells[case_id])}\n"
+            f"  new record:      {_record(new)}")
+
+
+def run_cells(results: Path) -> dict[str, dict[str, Any]]:
+    """The cells of a results file, traced to its path."""
+    from opsuite.results import ResultsError
+    from opsuite.results import load as load_results
+
+    try:
+        run = load_results(results)
+    except ResultsError as exc:
+        raise MatrixError(str(exc)) from None
+    return snapshot.cells_of([run], [str(results)])
+
+
+def compare(snap: Snapshot, cells: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Changes from the baseline to this run's cells, over the cases this run ran (not run is not removed)."""
+    return diff.compare({k: v for k, v in snap.cells.items() if k in cells}, cells)
+
+
+def report(snap: Snapshot, cells: dict[str, dict[str, Any]], changes: dict[str, list[str]]) -> str:
+    """Text: counts, regressions (both records), improvements, other changes."""
+    out = [f"baseline {snap.id} ({snap.data['label']}): {len(cells)} cases compared",
+           tabulate([[name, len(ids)] for name, ids in changes.items()], headers=["change", "cases"]), ""]
+    for name in diff.CLASSES:
+        ids = changes[name]
+        if ids:
+            out += [f"{name} ({len(ids)}):",
+                    tabulate([[c, notes.one_line(snap.cells[c]) if c in snap.cells else "-",
+                               notes.one_line(cells[c])] for c in ids],
+                             headers=["case", "baseline", "now"], maxcolwidths=[None, 60, 60]), ""]
+    for case_id in changes["regressed"][:SHOWN_IN_FULL]:
+        out += [regression_message(snap, case_id, cells[case_id]), ""]
+    if len(changes["regressed"]) > SHOWN_IN_FULL:
+        out.append(f"... {len(changes['regressed']) - SHOWN_IN_FULL} more regressions; their records are in the results file")
+    return "\n".join(out)

@@ -1,0 +1,155 @@
+"""The matrix subcommands of `opsuite`: publish, reindex, diff, history, lookup.
+
+Registered in `opsuite.cli.COMMANDS`. Modules are imported inside each command so that `opsuite lookup`
+loads only what it uses (no torch, no jsonschema). Bad input raises MatrixError: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from opsuite.matrix import DEFAULT_MATRIX
+
+EXIT_UNKNOWN_NAME = 1
+
+
+def _add_matrix(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX,
+                        help=f"the matrix directory (default: {DEFAULT_MATRIX})")
+
+
+def _add_publish(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", help="results files (.jsonl) of one backend and stack")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace the snapshot of this stack if there is one (it may not lose cases)")
+    _add_matrix(parser)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Publish results files as a snapshot; regenerate the matrix's README.md, index.json and index.html."""
+    from opsuite.matrix import publish
+
+    snap = publish.publish(args.results, args.matrix, replace=args.replace)
+    summary = snap.data["summary"]
+    print(f"published {snap.id}: {summary['cases']} cases, {summary['pass_pct']} % pass\n  {snap.path}")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rewrite every page and the lookup index from the snapshots' JSON (after an opsuite upgrade)."""
+    from opsuite.matrix import publish
+
+    snapshots = publish.reindex(args.matrix)
+    print(f"reindexed {len(snapshots)} snapshots in {args.matrix}")
+    return 0
+
+
+def _add_diff(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", help="the earlier snapshot: its directory, snapshot.json, or id (backend/key)")
+    parser.add_argument("b", help="the later snapshot")
+    parser.add_argument("--json", action="store_true", help="print the diff as JSON")
+    _add_matrix(parser)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Regressed, improved, changed, added and removed cases from A to B. Exit 1 when any regressed."""
+    from opsuite.matrix import diff, snapshot
+
+    a, b = (snapshot.load(snapshot.resolve(ref, args.matrix)) for ref in (args.a, args.b))
+    result = diff.diff(a, b)
+    print(json.dumps(result, indent=1) if args.json else diff.text(result))
+    return diff.exit_code(result)
+
+
+def _add_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="an OpInfo name (nn.functional.softmax), an aten overload "
+                                     "(aten::_softmax, aten._softmax.default), a block name, or a case id")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    _add_matrix(parser)
+
+
+def _resolve(name: str, index: dict[str, Any]) -> list[Any] | None:
+    """The matches of a name, or None after printing close matches."""
+    from opsuite.matrix import lookup
+
+    matches = lookup.resolve(name, index)
+    if not matches:
+        close = lookup.suggestions(name, index)
+        print(f"opsuite: {name!r} is in no published snapshot" +
+              (f"; did you mean: {', '.join(close)}?" if close else ""), file=sys.stderr)
+    return matches or None
+
+
+def _add_history(parser: argparse.ArgumentParser) -> None:
+    _add_name(parser)
+    parser.add_argument("--backend", help="only this backend's snapshots")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Per cell, across a backend's snapshots in version order: since when it works, where it stopped."""
+    from opsuite.matrix import MatrixError, history, index
+
+    data = index.load(args.matrix)
+    if args.backend and args.backend not in {s["backend"] for s in data["snapshots"]}:
+        raise MatrixError(f"no snapshot of backend {args.backend!r} in {args.matrix}")
+    matches = _resolve(args.name, data)
+    if matches is None:
+        return EXIT_UNKNOWN_NAME
+    result = history.history(matches, data, args.backend)
+    print(json.dumps(result, indent=1) if args.json else history.text(result))
+    return 0
+
+
+def _add_lookup(parser: argparse.ArgumentParser) -> None:
+    _add_name(parser)
+    parser.add_argument("--limit", type=int, default=20,
+                        help="show at most this many subjects (an aten overload may select many); 0: all")
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    """Every backend and stack's cells of an op, aten overload or block, with notes. Exit 1 when unknown."""
+    from tabulate import tabulate
+
+    from opsuite.matrix import index, lookup
+
+    data = index.load(args.matrix)
+    matches = _resolve(args.name, data)
+    if matches is None:
+        return EXIT_UNKNOWN_NAME
+    order = lookup.newest_first(data)
+    shown = matches[:args.limit] if args.limit > 0 else matches
+    answer = [{"subject": m.subject, "via": m.via, "dispatches": lookup.dispatched(m.subject, data),
+               "cells": lookup.rows(m, data, order)} for m in shown]
+    if args.json:
+        print(json.dumps({"query": args.name, "subjects": len(matches), "answer": answer}, indent=1))
+        return 0
+    for entry in answer:
+        print(f"{entry['subject']}" + (f"  (dispatches {', '.join(entry['via'])})" if entry["via"] else ""))
+        if entry["dispatches"] and not entry["via"]:
+            print(f"  aten ops on CPU: {', '.join(entry['dispatches'])}")
+        for snapshot_id, cells in itertools.groupby(entry["cells"], key=lambda c: c["snapshot"]):
+            cells = list(cells)
+            print(f"\n  {cells[0]['backend']}: {cells[0]['stack']}  [{snapshot_id}]")
+            rows = [[c["dtype"], c["direction"], c["status"], c["note"], c["source"]] for c in cells]
+            table = tabulate(rows, headers=["dtype", "direction", "status", "notes", "source"],
+                             maxcolwidths=[None, None, None, 70, None])
+            print(textwrap.indent(table, "    "))
+        print()
+    if len(shown) < len(matches):
+        print(f"... and {len(matches) - len(shown)} more subjects (--limit 0 shows all)")
+    return 0
+
+
+COMMANDS = {
+    "publish": (_add_publish, cmd_publish, "publish results files of one stack as a matrix snapshot"),
+    "reindex": (_add_matrix, cmd_reindex, "rewrite the matrix's pages and lookup index from its snapshots"),
+    "diff": (_add_diff, cmd_diff, "compare two snapshots: regressed, improved, changed, added, removed"),
+    "history": (_add_history, cmd_history, "per cell, since which stack version it works and where it broke"),
+    "lookup": (_add_lookup, cmd_lookup, "look an op, aten overload or block up in the published matrix"),
+}

@@ -1,0 +1,79 @@
+"""Differences between two sets of cells: regressed, improved, changed error class, added, removed.
+
+The same rule serves `opsuite diff A B` (two snapshots) and the nightly regression mode (a baseline
+snapshot against a new run): only `pass` is working, so pass -> fallback is a regression too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabulate import tabulate
+
+from opsuite.matrix import notes
+from opsuite.matrix.snapshot import Snapshot
+
+CLASSES = ("regressed", "improved", "changed", "added", "removed")
+WORKING = "pass"
+NOT_APPLICABLE = "skip"
+EXIT_OK, EXIT_REGRESSED = 0, 1
+
+
+def change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
+    """How a cell changed between two results, one of CLASSES, or None when it did not."""
+    if old is None:
+        return None if new is None else "added"
+    if new is None:
+        return "removed"
+    before, after = old["status"], new["status"]
+    if NOT_APPLICABLE in (before, after):
+        return None if before == after else "changed"
+    if before == WORKING:
+        return None if after == WORKING else "regressed"
+    if after == WORKING:
+        return "improved"
+    return None if notes.error_class(old) == notes.error_class(new) else "changed"
+
+
+def compare(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Case ids of every change between two cell maps, by class."""
+    found: dict[str, list[str]] = {name: [] for name in CLASSES}
+    for case_id in sorted(old.keys() | new.keys()):
+        kind = change(old.get(case_id), new.get(case_id))
+        if kind:
+            found[kind].append(case_id)
+    return found
+
+
+def diff(a: Snapshot, b: Snapshot) -> dict[str, Any]:
+    """The JSON-ready diff of snapshot `a` (before) and `b` (after), with both cells of every change."""
+    changes = compare(a.cells, b.cells)
+    return {
+        "a": {"id": a.id, "label": a.data["label"]},
+        "b": {"id": b.id, "label": b.data["label"]},
+        "counts": {name: len(ids) for name, ids in changes.items()},
+        "changes": {name: [{"case_id": case_id, "a": a.cells.get(case_id), "b": b.cells.get(case_id)}
+                           for case_id in ids] for name, ids in changes.items()},
+    }
+
+
+def _cell(cell: dict[str, Any] | None) -> str:
+    return "-" if cell is None else notes.one_line(cell)
+
+
+def text(result: dict[str, Any]) -> str:
+    """The diff as text tables: counts, then one table per kind of change."""
+    out = [f"A: {result['a']['id']} ({result['a']['label']})", f"B: {result['b']['id']} ({result['b']['label']})", "",
+           tabulate([[name, count] for name, count in result["counts"].items()], headers=["change", "cases"]), ""]
+    for name in CLASSES:
+        entries = result["changes"][name]
+        if entries:
+            out += [f"{name} ({len(entries)}):",
+                    tabulate([[e["case_id"], _cell(e["a"]), _cell(e["b"])] for e in entries],
+                             headers=["case", "A", "B"], maxcolwidths=[None, 60, 60]), ""]
+    return "\n".join(out)
+
+
+def exit_code(result: dict[str, Any]) -> int:
+    """EXIT_REGRESSED when any case regressed, else EXIT_OK."""
+    return EXIT_REGRESSED if result["counts"]["regressed"] else EXIT_OK

@@ -1,0 +1,69 @@
+"""`opsuite history NAME`: per cell, since which stack version it works and where it stopped working.
+
+Like MDN's browser-compat-data (`version_added`, `version_removed`), read off every snapshot of a
+backend in stack-version order. A snapshot that lacks a cell (a partial run) or skips it (not
+applicable) says nothing about it and is passed over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabulate import tabulate
+
+from opsuite.matrix import lookup, stack
+
+WORKING = "pass"
+
+
+def timeline_facts(timeline: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """From (snapshot id, status or None) oldest first: works since, and every snapshot where it stopped."""
+    seen = [(label, status) for label, status in timeline if status not in (None, "skip")]
+    stopped = [label for (_, before), (label, after) in zip(seen, seen[1:])
+               if before == WORKING and after != WORKING]
+    since = None
+    for label, status in reversed(seen):
+        if status != WORKING:
+            break
+        since = label
+    return {"works_since": since, "stopped_in": stopped}
+
+
+def history(matches: list[lookup.Match], index: dict[str, Any], backend: str | None = None) -> list[dict[str, Any]]:
+    """Per backend: its snapshots oldest first and, per matched cell, its statuses and facts."""
+    snapshots = index["snapshots"]
+    backends = sorted({s["backend"] for s in snapshots if backend in (None, s["backend"])})
+    out = []
+    for name in backends:
+        numbers = sorted((n for n, s in enumerate(snapshots) if s["backend"] == name),
+                         key=lambda n: stack.order_key(name, snapshots[n]["versions"], snapshots[n]["started_at"]))
+        cells = []
+        for match in matches:
+            per_snapshot = index["subjects"][match.subject]
+            keys = sorted({k for n in numbers for k in per_snapshot.get(str(n), {})}, key=lookup.column_order)
+            for key in keys:
+                if match.only is not None and key not in match.only:
+                    continue
+                statuses = [per_snapshot.get(str(n), {}).get(key, [None])[0] for n in numbers]
+                facts = timeline_facts(list(zip((snapshots[n]["id"] for n in numbers), statuses)))
+                cells.append({"cell": f"{match.subject}/{key}", "statuses": statuses, **facts})
+        if cells:
+            out.append({"backend": name, "cells": cells,
+                        "snapshots": [{"id": snapshots[n]["id"], "label": snapshots[n]["label"]} for n in numbers]})
+    return out
+
+
+def text(result: list[dict[str, Any]]) -> str:
+    """Tables, one per backend: a column per snapshot ([1] the oldest), then works since / stopped in."""
+    out = []
+    for entry in result:
+        number = {snap["id"]: f"[{i}]" for i, snap in enumerate(entry["snapshots"], start=1)}
+        headers = ["cell", *number.values(), "works since", "stopped working in"]
+        rows = [[c["cell"], *(s or "-" for s in c["statuses"]),
+                 number[c["works_since"]] if c["works_since"] else "not working now",
+                 ", ".join(number[i] for i in c["stopped_in"]) or "-"]
+                for c in entry["cells"]]
+        out += [f"{entry['backend']}:"]
+        out += [f"  {number[snap['id']]} {snap['label']}  ({snap['id']})" for snap in entry["snapshots"]]
+        out += ["", tabulate(rows, headers=headers), ""]
+    return "\n".join(out)

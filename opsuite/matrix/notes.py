@@ -1,0 +1,94 @@
+"""The words of a matrix cell: its short note, its full notes and where it came from.
+
+Every page and command (Markdown, HTML, lookup, diff, regression mode) describes a cell through these
+functions, so a cell reads the same everywhere. A cell is the snapshot's JSON object for one case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SHORT_MESSAGE = 100  # characters of an error message kept in a table cell
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def error_class(cell: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """What kind of outcome a cell is: status, error category and compiler code."""
+    failure = cell.get("failure") or {}
+    return cell["status"], failure.get("category"), failure.get("code")
+
+
+def measured(cell: dict[str, Any]) -> str:
+    """The measured error, e.g. `ratio 6.94, max abs err 0.0593 (CPU 0.00854)`; empty when none."""
+    n = cell.get("numerics")
+    if not n:
+        return ""
+    parts = []
+    if n.get("verdict") not in (None, "close", "exact"):
+        parts.append(n["verdict"] + (f" in {n['worst_output']}" if n.get("worst_output") else ""))
+    if n.get("ratio") is not None:
+        parts.append(f"ratio {_num(n['ratio'])}")
+    if n.get("max_abs_err") is not None:
+        parts.append(f"max abs err {_num(n['max_abs_err'])} (CPU {_num(n.get('cpu_max_abs_err'))})")
+    if n.get("note"):
+        parts.append(n["note"])
+    return ", ".join(parts)
+
+
+def failure_text(cell: dict[str, Any], limit: int | None = None) -> str:
+    """`[category/code] ErrorType: message` of a failed cell, the message cut to `limit` characters."""
+    failure = cell.get("failure")
+    if not failure:
+        return ""
+    message = " ".join(failure["message"].split())
+    if limit is not None and len(message) > limit:
+        message = message[:limit - 1] + "…"
+    where = "/".join(x for x in (failure.get("category"), failure.get("code")) if x)
+    return (f"[{where}] " if where else "") + f"{failure['error_type']}: {message}"
+
+
+def short(cell: dict[str, Any]) -> str:
+    """One line for a table cell: fallback ops, the error (cut short) or the measured error."""
+    parts = []
+    if cell.get("fallback_ops"):
+        parts.append("host: " + ", ".join(cell["fallback_ops"]))
+    if cell.get("failure"):
+        parts.append(f"{cell['stage']}: " + failure_text(cell, SHORT_MESSAGE))
+    elif cell["status"] == "skip":
+        parts.append(str((cell.get("extra") or {}).get("skip_reason", "not applicable")))
+    else:
+        parts.append(measured(cell))
+    return "; ".join(p for p in parts if p)
+
+
+def one_line(cell: dict[str, Any]) -> str:
+    """`status: short note` of a cell, for listings."""
+    note = short(cell)
+    return cell["status"] + (f": {note}" if note else "")
+
+
+def details(cell: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every note of a cell as (label, text) pairs, in reading order; empty parts left out."""
+    rows = [("status", f"{cell['status']} (stage {cell['stage']})")]
+    if cell.get("fallback_ops"):
+        rows.append(("ran on the host", ", ".join(cell["fallback_ops"])))
+    if cell.get("host_syncs"):
+        rows.append(("host syncs", ", ".join(cell["host_syncs"])))
+    if cell.get("failure"):
+        rows.append(("error", failure_text(cell)))
+    if measured(cell):
+        rows.append(("measured", measured(cell)))
+    skip_reason = (cell.get("extra") or {}).get("skip_reason")
+    if skip_reason:
+        rows.append(("skipped", str(skip_reason)))
+    rows.append(("source", source(cell)))
+    return rows
+
+
+def source(cell: dict[str, Any]) -> str:
+    """Where the cell came from: `results/<file>:<line> (run <id>)`, relative to the snapshot directory."""
+    src = cell["source"]
+    return f"{src['file']}:{src['line']} (run {src['run_id']})"

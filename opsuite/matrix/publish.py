@@ -1,0 +1,188 @@
+"""`opsuite publish`: results files of one stack -> a snapshot in the matrix, atomically.
+
+Everything is written first into a staging directory inside the matrix (same file system): the new
+snapshot directory (snapshot.json, README.md, index.html, the compressed results files) and the
+regenerated top-level files (README.md, index.json, index.html). Only then is it moved into place by
+renames, each undone if a later one fails, so a failed publish leaves the matrix as it was. A lock on
+the matrix directory keeps two publishes from interleaving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from opsuite.matrix import MatrixError, index, render_html, render_md, snapshot
+from opsuite.matrix.snapshot import Snapshot
+
+STAGING_PREFIX = ".publish-"
+
+
+class UndoError(MatrixError):
+    """A failed publish whose undo failed too: the staging directory keeps what is out of place."""
+
+
+@contextlib.contextmanager
+def _staging(matrix: Path) -> Iterator[Path]:
+    """Under an exclusive lock on the matrix, a fresh staging directory inside it, removed at the end
+    (kept only after an UndoError: it then holds the only copy of what could not be put back)."""
+    matrix.mkdir(parents=True, exist_ok=True)
+    fd = os.open(matrix, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # two publishes must not interleave; released by close
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=matrix))
+        keep = False
+        try:
+            yield staging
+        except UndoError:
+            keep = True
+            raise
+        finally:
+            if not keep:
+                shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _copy_results(paths: list[Path], directory: Path) -> tuple[list[str], list[str]]:
+    """Gzip each results file into `directory`; their names relative to the snapshot, and sha256 of each."""
+    directory.mkdir(parents=True)
+    names, digests = [], []
+    for path in paths:
+        raw = path.read_bytes()
+        name = path.name if path.name.endswith(".jsonl") else path.name + ".jsonl"
+        base, number = name, 1
+        while f"results/{name}.gz" in names:  # two inputs of the same name from different directories
+            number += 1
+            name = f"{number}-{base}"
+        # mtime=0 and no file name in the gzip header: the same input gives the same bytes.
+        with open(directory / f"{name}.gz", "wb") as out, gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as gz:
+            gz.write(raw)
+        names.append(f"results/{name}.gz")
+        digests.append(hashlib.sha256(raw).hexdigest())
+    return names, digests
+
+
+def derived_files(snapshots: list[Snapshot]) -> dict[str, str]:
+    """The matrix's top-level files, regenerated from every snapshot."""
+    return {
+        "README.md": render_md.index_page(snapshots),
+        index.FILE: json.dumps(index.build(snapshots), separators=(",", ":")) + "\n",
+        "index.html": render_html.index_page(snapshots),
+    }
+
+
+def write_snapshot_pages(snap: Snapshot) -> None:
+    """Write a snapshot directory's README.md and index.html from its snapshot.json."""
+    (snap.path / "README.md").write_text(render_md.snapshot_page(snap))
+    (snap.path / "index.html").write_text(render_html.snapshot_page(snap))
+
+
+class _Transaction:
+    """Renames inside one file system, all or nothing: on failure, those done are undone, newest first."""
+
+    def __init__(self, staging: Path):
+        self.staging = staging
+        self.undo: list[Callable[[], None]] = []
+
+    def _move_into_place(self, source: Path, dest: Path) -> None:
+        if dest.exists():  # keep the old one in staging until the whole transaction has succeeded
+            kept = self.staging / f"replaced-{len(self.undo)}"
+            os.rename(dest, kept)
+            self.undo.append(lambda: os.rename(kept, dest))
+        os.rename(source, dest)
+        self.undo.append(lambda: os.rename(dest, source))
+
+    def _rollback(self) -> None:
+        stuck = []
+        for step in reversed(self.undo):
+            try:
+                step()
+            except OSError as exc:  # go on: every other step undone is one less thing out of place
+                stuck.append(str(exc))
+        if stuck:
+            raise UndoError(f"a failed publish could not be fully undone ({'; '.join(stuck)}); the previous "
+                            f"files are kept in {self.staging}")
+
+    def run(self, moves: list[tuple[Path, Path]], new_dirs: tuple[Path, ...] = ()) -> None:
+        """Make the missing `new_dirs`, then every (source, dest) move, replacing what is at dest."""
+        try:
+            for path in new_dirs:
+                if not path.exists():
+                    path.mkdir()
+                    self.undo.append(path.rmdir)
+            for source, dest in moves:
+                self._move_into_place(source, dest)
+        except BaseException:
+            self._rollback()
+            raise
+
+
+def _check_replace(old: Snapshot, new: dict, replace: bool) -> None:
+    if not replace:
+        raise MatrixError(f"snapshot {old.id} is already published ({old.data['summary']['cases']} cases from "
+                          f"{', '.join(r['source_name'] for r in old.data['runs'])}); pass --replace to replace it")
+    dropped = sorted(set(old.cells) - set(new["cells"]))
+    if dropped:
+        raise MatrixError(f"replacing snapshot {old.id} would drop {len(dropped)} of its cases (e.g. {dropped[0]}); "
+                          f"publish all results files of this stack together, or remove {old.path} first")
+
+
+def publish(results: list[str | Path], matrix: Path, replace: bool = False) -> Snapshot:
+    """Publish results files of one stack as a snapshot under `matrix`; returns the published snapshot."""
+    from opsuite.results import ResultsError, load
+
+    paths = [Path(p) for p in results]
+    if not paths:
+        raise MatrixError("no results file given")
+    try:
+        runs = [load(path) for path in paths]
+    except ResultsError as exc:
+        raise MatrixError(str(exc)) from None
+    with _staging(matrix) as staging:
+        new_dir = staging / "snapshot"
+        files, digests = _copy_results(paths, new_dir / "results")
+        data = snapshot.build(runs, files, digests)
+        target = matrix / data["backend"] / data["key"]
+        existing = snapshot.load_all(matrix)
+        for old in existing:
+            if old.id == data["id"]:
+                _check_replace(old, data, replace)
+        (new_dir / snapshot.FILE).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+        new = snapshot.load(new_dir)  # what readers will see: validate it before anything moves
+        write_snapshot_pages(new)
+        everything = [s for s in existing if s.id != new.id] + [Snapshot(target, new.data)]
+        everything.sort(key=lambda s: (s.backend, s.order_key))
+        moves = [(new_dir, target)]
+        for name, text in derived_files(everything).items():
+            (staging / f"new-{name}").write_text(text)
+            moves.append((staging / f"new-{name}", matrix / name))
+        _Transaction(staging).run(moves, new_dirs=(target.parent,))
+    return Snapshot(target, new.data)
+
+
+def reindex(matrix: Path) -> list[Snapshot]:
+    """Rewrite every snapshot's pages and the top-level files from the snapshots' JSON (same atomicity)."""
+    if not matrix.is_dir():
+        raise MatrixError(f"no matrix directory at {matrix}")
+    with _staging(matrix) as staging:
+        snapshots = snapshot.load_all(matrix)
+        moves = []
+        for number, snap in enumerate(snapshots):
+            pages = Snapshot(staging / f"pages-{number}", snap.data)
+            pages.path.mkdir()
+            write_snapshot_pages(pages)
+            moves += [(pages.path / name, snap.path / name) for name in ("README.md", "index.html")]
+        for name, text in derived_files(snapshots).items():
+            (staging / f"new-{name}").write_text(text)
+            moves.append((staging / f"new-{name}", matrix / name))
+        _Transaction(staging).run(moves)
+    return snapshots

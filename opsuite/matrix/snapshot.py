@@ -1,0 +1,210 @@
+"""A snapshot: one stack's results as matrix cells, in a versioned, validated JSON file.
+
+`build` makes the snapshot's JSON object from loaded results files (refusing to mix stacks or to hold
+one case twice); `load` reads and validates `snapshot.json`; `resolve` turns what a user typed (a
+directory, a file, or an id such as `xla/<key>`) into a snapshot directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import glob
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opsuite.matrix import MatrixError, stack
+
+if TYPE_CHECKING:
+    from opsuite.results import Run
+
+SCHEMA_VERSION = 1
+FILE = "snapshot.json"
+# Namespaces of OpInfo names, longest first; other names are torch's own functions.
+OP_NAMESPACES = ("nn.functional", "signal.windows", "torch.ops.aten", "linalg", "special", "fft", "masked",
+                 "sparse", "nn")
+# Per-case facts left in the results file only: long and of no use in a table.
+_BULKY_EXTRA = ("stderr_tail", "traceback")
+
+
+@dataclass
+class Snapshot:
+    """A loaded snapshot: its directory and its validated JSON object."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.data["id"]
+
+    @property
+    def backend(self) -> str:
+        return self.data["backend"]
+
+    @property
+    def cells(self) -> dict[str, dict[str, Any]]:
+        return self.data["cells"]
+
+    @property
+    def order_key(self) -> tuple:
+        """Where this snapshot sorts among its backend's (by stack version, then run start)."""
+        return stack.order_key(self.backend, self.data["versions"], self.data["started_at"])
+
+
+def split_id(case_id: str) -> tuple[str, str, str, str]:
+    """`ops/nn.functional.softmax/float32/forward` -> (kind, name, dtype, direction)."""
+    kind, name, dtype, direction = case_id.split("/")
+    return kind, name, dtype, direction
+
+
+def category(case_id: str) -> str:
+    """The summary row of a case: its kind, and for ops the OpInfo name's namespace (`linalg`, `fft`...)."""
+    kind, name, _, _ = split_id(case_id)
+    if kind != "ops":
+        return kind
+    # Not simply the text before the last dot: OpInfo names end in a variant (`softmax.with_dtype`).
+    namespace = next((n for n in OP_NAMESPACES if name.startswith(n + ".")), "torch")
+    return f"ops: {namespace}"
+
+
+def summarise(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Case count, count per status, and pass % of the applicable (not skipped) cases."""
+    counts = Counter(cell["status"] for cell in cells.values())
+    applicable = len(cells) - counts.get("skip", 0)
+    pct = round(100.0 * counts.get("pass", 0) / applicable, 2) if applicable else None
+    return {"cases": len(cells), "counts": dict(sorted(counts.items())), "pass_pct": pct}
+
+
+def _difference(a: "Run", b: "Run") -> str:
+    """The identity fields where two runs differ, e.g. `stack.torch_xla '2.9.0' vs '2.10.0'`."""
+    ia, ib = stack.identity(a.header), stack.identity(b.header)
+    fields = [f"{part}.{name} {ia[part].get(name)!r} vs {ib[part].get(name)!r}"
+              for part in ("stack", "env") for name in sorted(ia[part].keys() | ib[part].keys())
+              if ia[part].get(name) != ib[part].get(name)]
+    return ", ".join(fields)
+
+
+def cells_of(runs: list["Run"], files: list[str]) -> dict[str, dict[str, Any]]:
+    """The cells of loaded runs, each traced to `file` (its name for readers) and line; one per case."""
+    cells: dict[str, dict[str, Any]] = {}
+    origin: dict[str, str] = {}
+    for run, file in zip(runs, files):
+        if not run.records:
+            raise MatrixError(f"{run.path}: no case records (only a header); nothing to publish")
+        for record in run.records:
+            if record.case_id in cells:
+                raise MatrixError(f"case {record.case_id} is recorded twice ({origin[record.case_id]} and "
+                                  f"{run.path}); publish one result per case")
+            cell = record.to_json()
+            del cell["case_id"], cell["backend"]
+            cell["extra"] = {k: v for k, v in cell["extra"].items() if k not in _BULKY_EXTRA}
+            cell["source"] = {"file": file, "line": run.lines[record.case_id], "run_id": run.header["run_id"]}
+            cells[record.case_id] = cell
+            origin[record.case_id] = str(run.path)
+    return dict(sorted(cells.items()))
+
+
+def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, Any]:
+    """The snapshot object of results files of one stack; `files` are their names inside the snapshot."""
+    first = runs[0]
+    for run in runs[1:]:
+        if run.backend != first.backend:
+            raise MatrixError(f"cannot publish results of different backends together: {first.path.name} is "
+                              f"{first.backend}, {run.path.name} is {run.backend}; publish them separately")
+        if stack.identity(run.header) != stack.identity(first.header):
+            raise MatrixError(f"cannot publish results of different stacks together: {first.path.name} and "
+                              f"{run.path.name} differ in {_difference(first, run)}; publish them separately")
+    cells = cells_of(runs, files)
+    header = first.header
+    key = stack.key(header)
+    return {
+        "format": "opsuite-snapshot",
+        "schema_version": SCHEMA_VERSION,
+        "id": f"{first.backend}/{key}",
+        "backend": first.backend,
+        "key": key,
+        "label": stack.label(header),
+        "versions": stack.versions(header),
+        "stack": header["stack"],
+        "env": header["env"],
+        "started_at": min(run.header["started_at"] for run in runs),
+        "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "runs": [{"run_id": run.header["run_id"], "file": file, "source_name": run.path.name,
+                  "started_at": run.header["started_at"], "cases": len(run.records), "sha256": digest,
+                  "opsuite": run.header["opsuite"], "options": run.header["options"],
+                  "host": run.header["host"], "catalog": run.header["catalog"]}
+                 for run, file, digest in zip(runs, files, sha256s)],
+        "summary": summarise(cells),
+        "cells": cells,
+    }
+
+
+@functools.cache
+def _validator():
+    import jsonschema
+    from importlib import resources
+
+    schema = json.loads(resources.files("opsuite").joinpath(f"schemas/snapshot-v{SCHEMA_VERSION}.json").read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def validate(data: Any, where: str) -> None:
+    """Raise MatrixError unless `data` is a snapshot of the version this opsuite reads."""
+    import jsonschema
+
+    if not isinstance(data, dict) or data.get("format") != "opsuite-snapshot":
+        raise MatrixError(f"{where}: not an opsuite snapshot")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise MatrixError(f"{where}: snapshot schema version {data.get('schema_version')!r} is not supported "
+                          f"(this opsuite reads version {SCHEMA_VERSION})")
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+    if error is not None:
+        at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise MatrixError(f"{where}: bad snapshot: {at}: {error.message}")
+
+
+def load(path: str | Path) -> Snapshot:
+    """Read and validate a snapshot directory (or its snapshot.json)."""
+    path = Path(path)
+    directory = path.parent if path.name == FILE else path
+    file = directory / FILE
+    try:
+        data = json.loads(file.read_text())
+    except OSError as exc:
+        raise MatrixError(f"{file}: cannot read snapshot: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise MatrixError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno}); the file is corrupt") from None
+    validate(data, str(file))
+    return Snapshot(directory, data)
+
+
+def resolve(ref: str, matrix: Path) -> Path:
+    """The snapshot directory a user meant: a path to it or its snapshot.json, or an id (or the start
+    of one, when only one snapshot's id starts so) under `matrix`."""
+    for candidate in (Path(ref), matrix / ref):
+        directory = candidate.parent if candidate.name == FILE else candidate
+        if (directory / FILE).is_file():
+            return directory
+    backend, _, start = ref.partition("/")
+    found = sorted(p.parent for p in (matrix / backend).glob(f"{glob.escape(start)}*/{FILE}")) \
+        if backend and start and "/" not in start else []
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise MatrixError(f"{ref!r} names {len(found)} snapshots: "
+                          f"{', '.join(str(p.relative_to(matrix)) for p in found)}; give more of the id")
+    raise MatrixError(f"no snapshot {ref!r}: give a snapshot directory, its {FILE}, or an id such as "
+                      f"xla/<key> under {matrix} ({matrix / 'README.md'} lists them)")
+
+
+def load_all(matrix: Path) -> list[Snapshot]:
+    """Every snapshot under a matrix directory, by backend then stack version."""
+    files = [f for f in sorted(matrix.glob(f"*/*/{FILE}"))
+             if not any(part.startswith(".") for part in f.relative_to(matrix).parts)]  # staging dirs
+    snapshots = [load(file.parent) for file in files]
+    return sorted(snapshots, key=lambda s: (s.backend, s.order_key))
+

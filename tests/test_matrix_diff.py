@@ -1,0 +1,71 @@
+"""`opsuite diff A B`: regressed, improved, changed, added, removed; text, JSON and exit codes."""
+
+import json
+
+import pytest
+from matrix_support import ADD, BLOCK, SOFTMAX_BACKWARD, opsuite, three_version_matrix
+
+from opsuite.matrix import diff
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return three_version_matrix()
+
+
+def test_a_regression_is_reported_and_fails_the_exit_code(matrix, tmp_path):
+    path, ids = matrix
+    done = opsuite("diff", ids["real"], ids["2.14.0"], "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == diff.EXIT_REGRESSED == 1, done.stderr
+    assert "regressed (2):" in done.stdout
+    table = done.stdout.split("regressed (2):")[1]
+    assert ADD in table and SOFTMAX_BACKWARD in table and "runtime_error: execute: [test/T001]" in table
+    result = json.loads(opsuite("diff", ids["real"], ids["2.14.0"], "--json", "--matrix", str(path), cwd=tmp_path).stdout)
+    assert result["counts"] == {"regressed": 2, "improved": 0, "changed": 0, "added": 0, "removed": 0}
+    [first, _] = result["changes"]["regressed"]
+    assert first["case_id"] == ADD and first["a"]["status"] == "pass" and first["b"]["failure"]["code"] == "T001"
+
+
+def test_improved_changed_added_removed(matrix, tmp_path):
+    path, ids = matrix
+    done = opsuite("diff", ids["2.14.0"], ids["2.15.0"], "--json", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == diff.EXIT_OK == 0, done.stderr
+    result = json.loads(done.stdout)
+    cases = {name: [c["case_id"] for c in entries] for name, entries in result["changes"].items()}
+    assert cases["regressed"] == []
+    assert cases["improved"] == [ADD]
+    assert cases["changed"] == [SOFTMAX_BACKWARD]  # same status, another error code
+    assert cases["removed"] == ["ops/jiterator_unary/float32/forward"]
+    assert cases["added"] and all(c.startswith(f"blocks/{BLOCK}/") for c in cases["added"])
+
+
+def test_snapshots_are_named_by_path_file_or_id_prefix(matrix, tmp_path):
+    path, ids = matrix
+    directory = path / ids["2.14.0"]
+    prefix = ids["2.15.0"][:len("cpu/torch-2.15")]
+    done = opsuite("diff", str(directory), str(path / ids["2.15.0"] / "snapshot.json"), cwd=tmp_path)
+    by_prefix = opsuite("diff", ids["2.14.0"], prefix, "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == by_prefix.returncode == 0
+    assert done.stdout == by_prefix.stdout and "improved (1):" in done.stdout
+
+
+@pytest.mark.parametrize("ref, message", [("cpu/torch", "names 3 snapshots"), ("cpu/nope", "no snapshot 'cpu/nope'")])
+def test_a_bad_snapshot_name_is_one_clear_error(matrix, tmp_path, ref, message):
+    path, ids = matrix
+    done = opsuite("diff", ref, ids["real"], "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+
+
+def test_change_rules():
+    ok = {"status": "pass"}
+    fallback = {"status": "fallback", "failure": None}
+    compile_a = {"status": "compile_error", "failure": {"category": "lowering", "code": "NCC_A"}}
+    compile_b = {"status": "compile_error", "failure": {"category": "lowering", "code": "NCC_B"}}
+    skip = {"status": "skip"}
+    assert diff.change(ok, fallback) == "regressed"  # an op moving to the host is a regression
+    assert diff.change(fallback, ok) == "improved"
+    assert diff.change(compile_a, compile_b) == "changed"
+    assert diff.change(compile_a, dict(compile_a)) is None
+    assert diff.change(ok, skip) == "changed" and diff.change(skip, skip) is None
+    assert diff.change(None, ok) == "added" and diff.change(ok, None) == "removed"

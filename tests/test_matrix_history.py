@@ -1,0 +1,39 @@
+"""`opsuite history NAME`: per cell, since which version it works and where it stopped, in version order."""
+
+import json
+
+from matrix_support import ADD, SOFTMAX_BACKWARD, opsuite, three_version_matrix
+
+from opsuite.matrix import history
+
+
+def test_history_orders_by_stack_version_and_finds_breaks(tmp_path):
+    path, ids = three_version_matrix()  # published 2.15.0 first, then the real run, then 2.14.0
+    done = opsuite("history", "add", "--json", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [entry] = json.loads(done.stdout)
+    assert [s["id"] for s in entry["snapshots"]] == [ids["real"], ids["2.14.0"], ids["2.15.0"]]
+    cells = {c["cell"]: c for c in entry["cells"]}
+    assert cells[ADD]["statuses"] == ["pass", "runtime_error", "pass"]
+    assert cells[ADD]["works_since"] == ids["2.15.0"] and cells[ADD]["stopped_in"] == [ids["2.14.0"]]
+    always = cells["ops/add/bfloat16/forward"]
+    assert always["statuses"] == ["pass"] * 3 and always["works_since"] == ids["real"] and always["stopped_in"] == []
+    text = opsuite("history", "softmax", "--matrix", str(path), cwd=tmp_path).stdout
+    row = next(line for line in text.splitlines() if line.startswith(SOFTMAX_BACKWARD))
+    assert row.split()[1:] == ["pass", "runtime_error", "runtime_error", "not", "working", "now", "[2]"]
+
+
+def test_history_of_an_unknown_backend_or_name(tmp_path):
+    path, _ = three_version_matrix()
+    done = opsuite("history", "add", "--backend", "neuron-xla", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 2 and "no snapshot of backend 'neuron-xla'" in done.stderr
+    done = opsuite("history", "ad", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 1 and "did you mean: add" in done.stderr
+
+
+def test_timeline_passes_over_gaps_and_skips():
+    facts = history.timeline_facts([("a", "pass"), ("b", None), ("c", "skip"), ("d", "crash"), ("e", "pass"),
+                                    ("f", None), ("g", "pass")])
+    assert facts == {"works_since": "e", "stopped_in": ["d"]}
+    assert history.timeline_facts([("a", "pass"), ("b", "mismatch")]) == {"works_since": None, "stopped_in": ["b"]}
+    assert history.timeline_facts([]) == {"works_since": None, "stopped_in": []}

@@ -1,0 +1,103 @@
+"""`opsuite lookup NAME`: OpInfo names, aten overloads in both spellings, blocks, case ids; fast, no torch."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from matrix_support import ADD, BLOCK, ROOT, opsuite, three_version_matrix
+
+from opsuite.matrix import index
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return three_version_matrix()
+
+
+def _lookup(path, tmp_path, *args):
+    done = opsuite("lookup", *args, "--json", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_an_opinfo_name_shows_every_version_per_dtype_and_direction(matrix, tmp_path):
+    path, ids = matrix
+    answer = _lookup(path, tmp_path, "add")
+    [entry] = answer["answer"]
+    assert entry["subject"] == "ops/add" and "aten::add.Tensor" in entry["dispatches"]
+    cells = entry["cells"]
+    assert [c["snapshot"] for c in cells if c["dtype"] == "float32" and c["direction"] == "forward"] == \
+        [ids["2.15.0"], ids["2.14.0"], ids["real"]]  # newest stack first
+    broken = next(c for c in cells if c["snapshot"] == ids["2.14.0"] and f"ops/add/{c['dtype']}/{c['direction']}" == ADD)
+    assert broken["status"] == "runtime_error" and "[test/T001]" in broken["note"]
+    assert broken["source"].startswith("results/v214.jsonl.gz:")
+    assert {(c["dtype"], c["direction"]) for c in cells} == {("float32", "forward"), ("float32", "backward"),
+                                                            ("bfloat16", "forward"), ("bfloat16", "backward")}
+    text = opsuite("lookup", "add", "--matrix", str(path), cwd=tmp_path).stdout
+    assert f"[{ids['2.14.0']}]" in text and "runtime_error" in text and "aten ops on CPU: aten::add.Tensor" in text
+
+
+@pytest.mark.parametrize("spelling", ["aten::_softmax", "aten._softmax.default", "torch.ops.aten._softmax.default",
+                                      "aten._softmax"])
+def test_aten_spellings_select_the_cases_that_dispatch_them(matrix, tmp_path, spelling):
+    path, _ = matrix
+    answer = _lookup(path, tmp_path, spelling)
+    subjects = [e["subject"] for e in answer["answer"]]
+    assert subjects[0] == "ops/softmax" and f"blocks/{BLOCK}" in subjects
+    assert all(e["via"] == ["aten::_softmax"] for e in answer["answer"])
+    # Only the cells whose CPU run dispatched it: softmax's forward and backward both do.
+    assert {c["direction"] for c in answer["answer"][0]["cells"]} == {"forward", "backward"}
+
+
+def test_an_aten_packet_means_all_its_overloads(matrix, tmp_path):
+    path, _ = matrix
+    packet = _lookup(path, tmp_path, "aten::add")
+    overload = _lookup(path, tmp_path, "aten::add.Tensor")
+    assert [e["subject"] for e in packet["answer"]][0] == "ops/add"
+    assert "aten::add.Tensor" in packet["answer"][0]["via"]
+    assert [e["subject"] for e in overload["answer"]][0] == "ops/add"
+
+
+def test_a_block_and_a_case_id(matrix, tmp_path):
+    path, ids = matrix
+    [block] = _lookup(path, tmp_path, BLOCK)["answer"]
+    assert block["subject"] == f"blocks/{BLOCK}" and {c["snapshot"] for c in block["cells"]} == {ids["2.15.0"]}
+    [case] = _lookup(path, tmp_path, ADD)["answer"]
+    assert {(c["dtype"], c["direction"]) for c in case["cells"]} == {("float32", "forward")}
+    assert len(case["cells"]) == 3
+
+
+def test_an_unknown_name_gets_close_matches_and_exit_1(matrix, tmp_path):
+    path, _ = matrix
+    done = opsuite("lookup", "sofmax", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "'sofmax' is in no published snapshot; did you mean: softmax" in done.stderr
+    done = opsuite("lookup", "aten::_sofmax", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 1 and "aten::_softmax" in done.stderr
+
+
+def test_lookup_is_fast_and_imports_no_torch(matrix, tmp_path):
+    path, _ = matrix
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "opsuite.cli", "lookup", "aten::_softmax",
+                           "--matrix", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0 and "ops/softmax" in done.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "opsuite" in imported and "tabulate" in imported  # the importtime listing is what we think it is
+    assert not imported & {"torch", "torch_xla", "jsonschema", "numpy", "jinja2"}
+    assert elapsed < 1.0, f"lookup took {elapsed:.2f} s"
+
+
+def test_no_matrix_or_a_stale_index_is_one_clear_error(matrix, tmp_path):
+    done = opsuite("lookup", "add", "--matrix", str(tmp_path / "none"), cwd=tmp_path)
+    assert done.returncode == 2 and "no published matrix" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / index.FILE).write_text(json.dumps({"format": index.FORMAT, "schema_version": 0}))
+    done = opsuite("lookup", "add", "--matrix", str(stale), cwd=tmp_path)
+    assert done.returncode == 2 and "opsuite reindex" in done.stderr
