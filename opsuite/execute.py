@@ -108,7 +108,10 @@ def run_case(case: Case, source: CaseSource, backend: Backend, limit: int | None
         record.extra["skip_reason"] = "the CPU reference rejects every sample"
         return _finish(record, Status.SKIP, Stage.REFERENCE, started)
 
-    record.numerics = numerics.judge(compared, shape_only)
+    try:
+        record.numerics = numerics.judge(compared, shape_only)
+    except Exception as exc:  # outputs the comparison cannot read: a record, never a dead worker
+        return _finish(record, Status.RUNTIME_ERROR, Stage.COMPARE, started, _failure(exc, None))
     if record.numerics.verdict not in PASSING_VERDICTS:
         status = Status.MISMATCH
     elif record.fallback_ops:
@@ -186,7 +189,8 @@ def _call(sample: Sample, inputs: tuple[tuple, dict], backward: bool, index: int
     leaves = [t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
     if not outs or not leaves:
         raise ValueError("no differentiable output or input")
-    cotangents = [_cotangent(t, index, i).to(device) for i, t in enumerate(outs)]
+    # Each cotangent goes where its output is: an op such as `to(device="cpu")` leaves the device.
+    cotangents = [_cotangent(t, index, i).to(t.device) for i, t in enumerate(outs)]
     with trace:
         grads = torch.autograd.grad(outs, leaves, cotangents, allow_unused=True)
     return [g.detach() if g is not None else None for g in grads]

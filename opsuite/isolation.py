@@ -75,7 +75,14 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
         if case_id is None:
             return
         case = catalog.get(case_id)
-        record = run_case(case, catalog.source(case), backend, config.samples, on_stage)
+        try:
+            record = run_case(case, catalog.source(case), backend, config.samples, on_stage)
+        except Exception as exc:  # a bug of opsuite's own: say so in the record, keep the worker
+            stage = _STAGES[stage_value.value]
+            record = CaseRecord(case_id=case_id, status=Status.RUNTIME_ERROR, stage=stage, backend=config.backend,
+                                failure=Failure(error_type=f"opsuite internal error: {type(exc).__name__}",
+                                                message=str(exc).strip().splitlines()[0][:500] if str(exc).strip()
+                                                else type(exc).__name__))
         healthy = backend.recover() if record.status in _FAILED else True
         conn.send({"record": record.to_json(), "healthy": healthy})
         if not healthy:

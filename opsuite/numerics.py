@@ -58,9 +58,9 @@ class Leaf:
 
 def leaves(name: str, device: Any, cpu: Any, reference: Any) -> list[Leaf]:
     """Pair up the flattened outputs of three runs of one call."""
-    dev_flat, dev_spec = pytree.tree_flatten(device)
-    cpu_flat, cpu_spec = pytree.tree_flatten(cpu)
-    ref_flat, _ = pytree.tree_flatten(reference)
+    dev_flat, dev_spec = pytree.tree_flatten(pytree.tree_map_only(torch.Tensor, _dense, device))
+    cpu_flat, cpu_spec = pytree.tree_flatten(pytree.tree_map_only(torch.Tensor, _dense, cpu))
+    ref_flat, _ = pytree.tree_flatten(pytree.tree_map_only(torch.Tensor, _dense, reference))
     if len(dev_flat) != len(cpu_flat):  # container types may differ (a tuple for a torch.Size): only count
         return [Leaf(f"{name} (structure)", str(dev_spec), str(cpu_spec), str(cpu_spec))]
     if len(ref_flat) != len(cpu_flat):
@@ -68,6 +68,11 @@ def leaves(name: str, device: Any, cpu: Any, reference: Any) -> list[Leaf]:
     suffix = len(cpu_flat) > 1
     return [Leaf(f"{name}[{i}]" if suffix else name, d, c, r)
             for i, (d, c, r) in enumerate(zip(dev_flat, cpu_flat, ref_flat))]
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """Sparse results are compared by value, as dense tensors."""
+    return t.to_dense() if t.layout != torch.strided else t
 
 
 def judge(pairs: list[Leaf], shape_only: str | None = None) -> Numerics:

@@ -293,6 +293,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _git_commit() -> str:
+    """The checkout's commit (`-dirty` with changes); OPSUITE_COMMIT names it for a copy without .git."""
+    if os.environ.get("OPSUITE_COMMIT"):
+        return os.environ["OPSUITE_COMMIT"]
     root = Path(opsuite.__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,

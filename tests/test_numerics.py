@@ -119,3 +119,11 @@ def test_leaves_pairs_outputs_and_tolerates_container_types():
                             None)
     assert [p.name for p in pairs] == ["out[0]", "out[1]"]
     assert judge(pairs).verdict is Verdict.CLOSE
+
+
+def test_sparse_results_are_compared_as_dense():
+    dense = torch.tensor([[0.0, 1.5], [2.0, 0.0]])
+    pairs = numerics.leaves("out", dense.to_sparse(), dense.to_sparse(), dense.double().to_sparse())
+    assert judge(pairs).verdict is Verdict.CLOSE
+    wrong = numerics.leaves("out", (dense * 2).to_sparse(), dense.to_sparse(), dense.double().to_sparse())
+    assert judge(wrong).verdict is Verdict.WRONG
