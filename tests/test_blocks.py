@@ -9,9 +9,11 @@ from torch.utils import _pytree as pytree
 from opsuite import cli, execute
 from opsuite.backends.cpu import CpuBackend
 from opsuite.catalog import Case, build_catalog
+from opsuite.isolation import IsolatedRunner, WorkerConfig
 from opsuite.record import PASSING_VERDICTS, Status
 
 FAMILIES = {"llama", "qwen3", "mistral", "mixtral", "gpt2", "bert", "t5"}
+
 
 
 @pytest.fixture(scope="module")
@@ -108,28 +110,28 @@ def test_train_case_passes_on_cpu(catalog):
 
 
 @pytest.fixture(scope="module")
-def xla():
-    from opsuite.backends.xla import XlaBackend
-
-    backend = XlaBackend()
-    backend.configure_env()
-    backend.prepare()
-    return backend
+def xla(tmp_path_factory):
+    # In a worker process, as `opsuite run` does: torch-xla's device must be open before the first
+    # backward of a process (the autograd engine sizes its device queues then), and this pytest
+    # process has already run CPU backwards.
+    runner = IsolatedRunner(WorkerConfig("xla", 2, ("blocks", "models")), case_timeout_s=300,
+                            log_dir=tmp_path_factory.mktemp("xla-worker"))
+    yield runner
+    runner.close()
 
 
 @pytest.mark.xla
-def test_a_second_sequence_length_recompiles_on_xla(catalog, xla):
-    # A case no other test runs, so that XLA's in-process cache holds none of its graphs.
-    record = _run(catalog, "blocks/mlp.gelu_tanh/float32/forward", xla)
+def test_a_second_sequence_length_recompiles_on_xla(xla):
+    record = xla.run("blocks/mlp.gelu_tanh/float32/forward")
     assert record.status is Status.PASS, record.failure
-    assert record.compiles == 2  # one graph per sequence length
-    again = _run(catalog, "blocks/mlp.gelu_tanh/float32/forward", xla)
+    assert record.compiles == 2  # one graph per sequence length, in a fresh worker
+    again = xla.run("blocks/mlp.gelu_tanh/float32/forward")
     assert again.compiles == 0  # the same shapes reuse both graphs
 
 
 @pytest.mark.xla
-def test_a_decoder_layer_runs_backward_on_xla(catalog, xla):
-    record = _run(catalog, "models/llama.layer/float32/backward", xla)
+def test_a_decoder_layer_runs_backward_on_xla(xla):
+    record = xla.run("models/llama.layer/float32/backward")
     assert record.status is Status.PASS, record.failure
     assert record.samples_run == 2 and record.compiles >= 2
     assert "aten::rsqrt" in record.aten_ops
