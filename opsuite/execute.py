@@ -125,7 +125,6 @@ def _run_sample(case: Case, sample: Sample, index: int, backend: Backend, record
                 on_stage: Callable[[Stage], None]) -> tuple[list[numerics.Leaf], float] | None:
     """Run one sample everywhere; None when the CPU reference itself rejects it."""
     device = backend.device()
-    backward = case.direction == "backward"
     stage = Stage.TO_DEVICE
     on_stage(stage)
     try:
@@ -139,17 +138,17 @@ def _run_sample(case: Case, sample: Sample, index: int, backend: Backend, record
     cpu_args = _map_inputs(sample, lambda t: t.detach().clone().requires_grad_(t.requires_grad))
     try:
         began = time.perf_counter()
-        cpu_out = _call(sample, cpu_args, backward, index, torch.device("cpu"), trace=recorder)
+        cpu_out = _call(sample, cpu_args, case.direction, index, torch.device("cpu"), trace=recorder)
         cpu_seconds = time.perf_counter() - began
     except Exception:  # not applicable: the reference implementation rejects this sample
         return None
-    ref_out = _float64_reference(sample, backward, index)
+    ref_out = _float64_reference(sample, case.direction, index)
 
     stage = Stage.TRACE
     on_stage(stage)
     try:
         try:
-            dev_out = _call(sample, dev_args, backward, index, device, wrap=backend.wrap)
+            dev_out = _call(sample, dev_args, case.direction, index, device, wrap=backend.wrap)
         except StageError as failed:  # a backend that compiles on first call (torch.compile) says so
             stage = failed.stage
             raise failed.error from None
@@ -166,22 +165,25 @@ def _run_sample(case: Case, sample: Sample, index: int, backend: Backend, record
         del dev_out, dev_args
     except Exception as exc:
         raise CaseFailed(stage, exc, sample) from None
-    name = f"sample {index} {'grad' if backward else 'output'}"
+    name = f"sample {index} {'grad' if case.direction == 'backward' else 'output'}"
     return numerics.leaves(name, host_out, cpu_out, ref_out), cpu_seconds
 
 
-def _call(sample: Sample, inputs: tuple[tuple, dict], backward: bool, index: int, device: torch.device,
+def _call(sample: Sample, inputs: tuple[tuple, dict], direction: str, index: int, device: torch.device,
           wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = lambda fn: fn,
           trace: Any = None) -> Any:
-    """Forward: the processed outputs. Backward: the gradients of the inputs that require grad.
+    """Forward and train: the processed outputs. Backward: the gradients of the inputs that require grad.
+
+    Forward runs without autograd; train runs with it, since its sample takes its own gradients for
+    the optimizer step it returns.
 
     `trace`, a context manager, surrounds only the subject's own forward and backward computation.
     """
     trace = trace or contextlib.nullcontext()
     args, kwargs = inputs
     fn = wrap(sample.fn)
-    if not backward:
-        with torch.no_grad(), trace:
+    if direction != "backward":
+        with torch.set_grad_enabled(direction == "train"), trace:
             return sample.output_process(fn(*args, **kwargs))
     with trace:
         out = sample.output_process(fn(*args, **kwargs))
@@ -204,7 +206,7 @@ def _cotangent(out: torch.Tensor, sample_index: int, output_index: int) -> torch
     return torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
 
 
-def _float64_reference(sample: Sample, backward: bool, index: int) -> Any:
+def _float64_reference(sample: Sample, direction: str, index: int) -> Any:
     """The sample computed in float64 from the same values; None when the op has no float64 kernel."""
 
     def widen(t: torch.Tensor) -> torch.Tensor:
@@ -214,7 +216,7 @@ def _float64_reference(sample: Sample, backward: bool, index: int) -> Any:
 
     try:
         inputs = _map_inputs(sample, widen, dtype_map=_WIDE)
-        return _call(sample, inputs, backward, index, torch.device("cpu"))
+        return _call(sample, inputs, direction, index, torch.device("cpu"))
     except Exception:  # many ops have no float64 kernel for some arguments; CPU stands in for it
         return None
 

@@ -158,4 +158,18 @@ def _opinfo_source() -> CaseSource:
     return OpInfoSource()
 
 
-_SOURCE_FACTORIES: dict[str, Callable[[], CaseSource]] = {"ops": _opinfo_source}
+def _block_source() -> CaseSource:
+    from opsuite.catalog.blocks import BlockSource
+
+    return BlockSource()
+
+
+def _model_source() -> CaseSource:
+    from opsuite.catalog.models import ModelSource
+
+    return ModelSource()
+
+
+_SOURCE_FACTORIES: dict[str, Callable[[], CaseSource]] = {
+    "ops": _opinfo_source, "blocks": _block_source, "models": _model_source,
+}
