@@ -11,6 +11,9 @@ same input values:
   (relative to the largest reference magnitude), is within `ACCUMULATION_ULPS` units of roundoff of the
   dtype: what a reduction accumulated in the low dtype in another order gives (XLA:CPU does this; R can
   then exceed 10), and far from a wrong result, which is off by a large fraction somewhere;
+- rounding_noise: an output whose exact value is zero (up to rounding) next to the other outputs of the
+  case, e.g. the gradient of a bias that a softmax cancels: its error is judged against the largest
+  reference magnitude in the case: within one unit of roundoff of the dtype at that magnitude;
 - anything else is wrong. Integer and bool outputs must be equal; random outputs (OpInfo's own marks)
   are compared by shape and dtype only.
 """
@@ -42,8 +45,8 @@ LOW_PRECISION = {torch.bfloat16, torch.float16}
 
 # Worst first: the verdict of several outputs is the worst of theirs.
 _ORDER = [Verdict.SHAPE_MISMATCH, Verdict.DTYPE_MISMATCH, Verdict.NONFINITE_MISMATCH, Verdict.WRONG,
-          Verdict.ACCUMULATION_ORDER, Verdict.AS_ACCURATE_AS_CPU, Verdict.CLOSE, Verdict.EXACT,
-          Verdict.SHAPE_ONLY]
+          Verdict.ROUNDING_NOISE, Verdict.ACCUMULATION_ORDER, Verdict.AS_ACCURATE_AS_CPU, Verdict.CLOSE,
+          Verdict.EXACT, Verdict.SHAPE_ONLY]
 
 
 @dataclass
@@ -77,13 +80,22 @@ def _dense(t: torch.Tensor) -> torch.Tensor:
 
 def judge(pairs: list[Leaf], shape_only: str | None = None) -> Numerics:
     """The verdict over every leaf, with the figures of the worst one."""
-    results = [_judge_leaf(leaf, shape_only) for leaf in pairs]
+    scale = max((_magnitude(leaf.reference) for leaf in pairs), default=0.0)
+    results = [_judge_leaf(leaf, shape_only, scale) for leaf in pairs]
     if not results:
         return Numerics(verdict=Verdict.EXACT, note="no outputs to compare")
     return min(results, key=lambda n: (_ORDER.index(n.verdict), -(n.ratio or 0.0)))
 
 
-def _judge_leaf(leaf: Leaf, shape_only: str | None) -> Numerics:
+def _magnitude(value: Any) -> float:
+    """The largest finite magnitude of a floating tensor (0 for anything else)."""
+    if not isinstance(value, torch.Tensor) or not (value.dtype.is_floating_point or value.dtype.is_complex):
+        return 0.0
+    finite = value.detach()[value.detach().isfinite()]
+    return float(finite.abs().max()) if finite.numel() else 0.0
+
+
+def _judge_leaf(leaf: Leaf, shape_only: str | None, scale: float) -> Numerics:
     dev, cpu, ref = leaf.device, leaf.cpu, leaf.reference
     if not isinstance(cpu, torch.Tensor) or not isinstance(dev, torch.Tensor):
         same = _plain_equal(dev, cpu)
@@ -102,10 +114,10 @@ def _judge_leaf(leaf: Leaf, shape_only: str | None) -> Numerics:
         note = None if equal else f"{int((dev != cpu).sum())} of {cpu.numel()} elements differ"
         return Numerics(verdict=Verdict.EXACT if equal else Verdict.WRONG, worst_output=leaf.name,
                         max_abs_err=0.0 if equal else _max_int_diff(dev, cpu), note=note)
-    return _judge_floating(leaf.name, dev, cpu, ref)
+    return _judge_floating(leaf.name, dev, cpu, ref, scale)
 
 
-def _judge_floating(name: str, dev: torch.Tensor, cpu: torch.Tensor, ref: torch.Tensor) -> Numerics:
+def _judge_floating(name: str, dev: torch.Tensor, cpu: torch.Tensor, ref: torch.Tensor, scale: float) -> Numerics:
     rtol, atol = TOLERANCES.get(cpu.dtype, TOLERANCES[torch.float32])
     wide = torch.complex128 if cpu.dtype.is_complex else torch.float64
     d, c = dev.detach().to(wide), cpu.detach().to(wide)
@@ -141,6 +153,13 @@ def _judge_floating(name: str, dev: torch.Tensor, cpu: torch.Tensor, ref: torch.
             numerics.note = (f"normwise error {normwise:.3g} is {normwise / unit_roundoff:.1f} units of "
                              f"{dtype_name(cpu.dtype)} roundoff: a reordered low-precision accumulation")
             return numerics
+    bound = torch.finfo(cpu.dtype).eps / 2 * scale  # one unit of roundoff at the case's largest value
+    if _max(mag) <= bound and numerics.max_abs_err <= bound:
+        numerics.verdict = Verdict.ROUNDING_NOISE
+        numerics.note = (f"reference is zero up to rounding (max {_max(mag):.3g}) beside the case's largest "
+                         f"value {scale:.3g}; error {numerics.max_abs_err:.3g} is below one unit of "
+                         f"{dtype_name(cpu.dtype)} roundoff there")
+        return numerics
     numerics.verdict = Verdict.WRONG
     return numerics
 

@@ -60,6 +60,7 @@ class Verdict(str, enum.Enum):
     CLOSE = "close"                          # within the dtype's tolerance of the float64 reference
     AS_ACCURATE_AS_CPU = "as_accurate_as_cpu"  # outside tolerance, but no less accurate than CPU itself
     ACCUMULATION_ORDER = "accumulation_order"  # low-precision rounding of a reordered accumulation
+    ROUNDING_NOISE = "rounding_noise"        # an exactly-zero output, off by rounding noise of the case's scale
     SHAPE_ONLY = "shape_only"                # random or undefined output: only shape and dtype compared
     EXACT = "exact"                          # integer or bool outputs, equal
     WRONG = "wrong"                          # values wrong
@@ -71,7 +72,7 @@ class Verdict(str, enum.Enum):
         return self.value
 
 
-PASSING_VERDICTS = {Verdict.CLOSE, Verdict.AS_ACCURATE_AS_CPU, Verdict.ACCUMULATION_ORDER,
+PASSING_VERDICTS = {Verdict.CLOSE, Verdict.AS_ACCURATE_AS_CPU, Verdict.ACCUMULATION_ORDER, Verdict.ROUNDING_NOISE,
                     Verdict.SHAPE_ONLY, Verdict.EXACT}
 
 

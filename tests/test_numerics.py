@@ -127,3 +127,20 @@ def test_sparse_results_are_compared_as_dense():
     assert judge(pairs).verdict is Verdict.CLOSE
     wrong = numerics.leaves("out", (dense * 2).to_sparse(), dense.to_sparse(), dense.double().to_sparse())
     assert judge(wrong).verdict is Verdict.WRONG
+
+
+def test_zero_gradient_with_rounding_noise_is_judged_at_the_case_scale():
+    # The gradient of a bias that a softmax cancels is exactly zero; both sides give rounding noise.
+    big = torch.randn(64, dtype=torch.float64) * 2
+    ref_zero = torch.zeros(16, dtype=torch.float64)
+    cpu_zero = torch.full((16,), 4e-6, dtype=torch.bfloat16)
+    dev_zero = torch.full((16,), 1e-4, dtype=torch.bfloat16)
+    big_leaf = Leaf("weight grad", big.to(torch.bfloat16), big.to(torch.bfloat16), big)
+    result = judge([big_leaf, Leaf("bias grad", dev_zero, cpu_zero, ref_zero)])
+    assert result.verdict is Verdict.ROUNDING_NOISE
+    assert result.worst_output == "bias grad"
+    # Alone, with no larger output to measure against, the same noise is not excused.
+    assert judge([Leaf("bias grad", dev_zero, cpu_zero, ref_zero)]).verdict is Verdict.WRONG
+    # A value far above rounding noise of the case's scale is still wrong.
+    assert judge([big_leaf, Leaf("bias grad", torch.full((16,), 0.5, dtype=torch.bfloat16), cpu_zero,
+                                 ref_zero)]).verdict is Verdict.WRONG
