@@ -74,14 +74,14 @@ def run_case(case: Case, source: CaseSource, backend: Backend, limit: int | None
     shape_only = source.shape_only_reason(case)
     recorder = AtenRecorder()
     compared: list[numerics.Leaf] = []
-    skipped_samples: list[str] = []
+    rejections: list[tuple[Sample, BaseException]] = []  # samples the CPU reference rejects, and why
     cpu_s = 0.0
     backend.begin_case()
     try:
         for index, sample in enumerate(samples):
             ran = _run_sample(case, sample, index, backend, recorder, on_stage)
-            if ran is None:
-                skipped_samples.append(sample.label)
+            if isinstance(ran, BaseException):
+                rejections.append((sample, ran))
                 continue
             leaves, seconds = ran
             compared.extend(leaves)
@@ -102,11 +102,12 @@ def run_case(case: Case, source: CaseSource, backend: Backend, limit: int | None
     record.aten_ops = sorted(recorder.ops)
     record.cpu_s = cpu_s
     _take_counters(record, backend)
-    if skipped_samples:
-        record.extra["samples_not_applicable"] = len(skipped_samples)
+    if rejections:
+        record.extra["samples_not_applicable"] = len(rejections)
     if record.samples_run == 0:
         record.extra["skip_reason"] = "the CPU reference rejects every sample"
-        return _finish(record, Status.SKIP, Stage.REFERENCE, started)
+        sample, error = rejections[0]
+        return _finish(record, Status.SKIP, Stage.REFERENCE, started, _failure(error, sample))
 
     try:
         record.numerics = numerics.judge(compared, shape_only)
@@ -122,8 +123,8 @@ def run_case(case: Case, source: CaseSource, backend: Backend, limit: int | None
 
 
 def _run_sample(case: Case, sample: Sample, index: int, backend: Backend, recorder: AtenRecorder,
-                on_stage: Callable[[Stage], None]) -> tuple[list[numerics.Leaf], float] | None:
-    """Run one sample everywhere; None when the CPU reference itself rejects it."""
+                on_stage: Callable[[Stage], None]) -> tuple[list[numerics.Leaf], float] | BaseException:
+    """Run one sample everywhere; the CPU reference's error when it rejects the sample itself."""
     device = backend.device()
     stage = Stage.TO_DEVICE
     on_stage(stage)
@@ -140,8 +141,8 @@ def _run_sample(case: Case, sample: Sample, index: int, backend: Backend, record
         began = time.perf_counter()
         cpu_out = _call(sample, cpu_args, case.direction, index, torch.device("cpu"), trace=recorder)
         cpu_seconds = time.perf_counter() - began
-    except Exception:  # not applicable: the reference implementation rejects this sample
-        return None
+    except Exception as exc:  # not applicable: the reference implementation rejects this sample
+        return exc
     ref_out = _float64_reference(sample, case.direction, index)
 
     stage = Stage.TRACE

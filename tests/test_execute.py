@@ -111,6 +111,8 @@ def test_reference_without_a_kernel_is_skip(catalog):
     record = _run(catalog, "ops/jiterator_unary/float32/forward", CpuBackend())
     assert record.status is Status.SKIP
     assert record.samples_run == 0
+    assert record.failure.message  # why the reference rejected it is kept
+    assert record.failure.sample
 
 
 def test_factory_ops_get_the_device_argument(catalog):
