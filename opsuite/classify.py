@@ -82,8 +82,10 @@ RULES: list[Rule] = [
     # -- shapes known only at run time
     # Dynamo: "Dynamic shape operator" graph break (gb0036), data-dependent guards, FakeTensor's
     # DynamicOutputShapeException (measured, torch 2.13).
+    # Inductor comparing symbolic sizes it cannot decide, "cannot determine truth value of Relational:
+    # 3*s50*s69 < 3" (measured, torch 2.13, conv2d backward recompiled for dynamic shapes).
     _rule(r"Dynamic shape operator|DynamicOutputShapeException|GuardOnDataDependentSymNode"
-          r"|data-dependent (expression|output)", DYNAMIC_SHAPE),
+          r"|data-dependent (expression|output)|cannot determine truth value of Relational", DYNAMIC_SHAPE),
 
     # -- device memory at run time
     # "TDRV:dmem_alloc_internal Failed to alloc DEVICE memory: 180355072" and "Failed to allocate

@@ -87,6 +87,8 @@ THREADS = [
     ("torch._dynamo.exc.Unsupported: Dynamic shape operator\n  Explanation: Operator `aten.nonzero.default`'s "
      "output shape depends on input Tensor data.\n\n For more details about this graph break, please visit: "
      "https://meta-pytorch.github.io/compile-graph-break-site/gb/gb0036.html", DYNAMIC_SHAPE, "GB0036"),
+    # measured: torch 2.13 Inductor, ops/nn.functional.conv2d/float32/backward recompiled for dynamic shapes
+    ("TypeError: cannot determine truth value of Relational: 3*s50*s69 < 3", DYNAMIC_SHAPE, None),
     # PyTorch's dispatcher, on a PrivateUse1 device renamed `neuron`, for an op with no kernel and no fallback
     ("NotImplementedError: Could not run 'aten::tan' with arguments from the 'neuron' backend.",
      UNSUPPORTED_OPERATOR, None),

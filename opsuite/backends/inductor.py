@@ -2,28 +2,24 @@
 
 A compiled backend runs on the CPU too, so it exercises everything a graph compiler adds to an op:
 graph capture, graph breaks, recompiles on new shapes, decompositions, lowering, generated code.
-Each case starts from an empty Dynamo cache (`torch._dynamo.reset`), so a case never reuses another's
-graphs and its compile counts are its own. Failures while compiling are raised as
-`StageError(Stage.COMPILE, ...)`, forward and backward alike, so they are told apart from errors of the
-compiled code while it runs.
+Each case starts from an empty Dynamo cache, so a case never reuses another's graphs and its compile
+counts are its own. Failures while compiling are raised as `StageError(Stage.COMPILE, ...)`, forward
+and backward alike, so they are told apart from errors of the compiled code while it runs.
 """
 
 from __future__ import annotations
 
-import functools
 import shutil
 import subprocess
 import time
-from collections import Counter
 from typing import Any, Callable
 
 import torch
+from torch._dynamo.utils import counters
 
+from opsuite.backends import dynamo
 from opsuite.backends.base import Backend, Counters, StageError
 from opsuite.record import Stage
-
-# How many graph-break reasons a record keeps (most frequent first).
-MAX_REASONS = 10
 
 
 class InductorBackend(Backend):
@@ -34,14 +30,10 @@ class InductorBackend(Backend):
                     "OMP_NUM_THREADS")
 
     def prepare(self) -> None:
-        import torch._dynamo
         import torch._inductor.config
-        from torch._dynamo.utils import counters, guard_failures
         from torch._inductor.compile_fx import compile_fx, compile_fx_inner
 
-        self._dynamo = torch._dynamo
         self._inductor_config = torch._inductor.config
-        self._counters, self._guard_failures = counters, guard_failures
         self._compile_fx, self._compile_fx_inner = compile_fx, compile_fx_inner
         self._graphs = 0
         self._compile_s = 0.0
@@ -65,40 +57,17 @@ class InductorBackend(Backend):
         }
 
     def begin_case(self) -> None:
-        self._dynamo.reset()
-        self._counters.clear()
-        self._guard_failures.clear()
+        dynamo.reset()
         self._graphs = 0
         self._compile_s = 0.0
 
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        compiled = torch.compile(fn, backend=self._compile_graph)
-
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return compiled(*args, **kwargs)
-            except self._dynamo.exc.TorchDynamoException as exc:
-                # Dynamo wraps every failure of tracing or of the backend compiler in one of these;
-                # errors of the compiled code itself arrive unwrapped.
-                raise StageError(Stage.COMPILE, _root_cause(exc)) from exc
-
-        return run
+        return dynamo.staged(torch.compile(fn, backend=self._compile_graph))
 
     def counters(self) -> Counters:
-        breaks = Counter({_first_line(reason): count
-                          for reason, count in self._counters["graph_break"].items()})
-        cache = self._counters["inductor"]
-        return Counters(
-            compiles=self._graphs,
-            compile_s=round(self._compile_s, 6),
-            extra={
-                "graph_breaks": sum(breaks.values()),
-                "graph_break_reasons": dict(breaks.most_common(MAX_REASONS)),
-                "recompiles": sum(len(reasons) for reasons in self._guard_failures.values()),
-                "fx_graph_cache_hits": cache["fxgraph_cache_hit"],
-            },
-        )
+        return Counters(compiles=self._graphs, compile_s=round(self._compile_s, 6),
+                        extra={**dynamo.graph_facts(),
+                               "fx_graph_cache_hits": counters["inductor"]["fxgraph_cache_hit"]})
 
     # -- the compiler Dynamo calls: Inductor, with every graph compile timed and its failures staged
 
@@ -117,29 +86,14 @@ class InductorBackend(Backend):
         """Inductor's own compile of one graph: the forward one, or the backward one on first use."""
         if self._depth:
             return self._compile_fx_inner(*args, **kwargs)
-        # A backward graph is compiled lazily, inside autograd and outside `run` above: staged and
-        # timed here.
+        # A backward graph is compiled lazily, inside autograd and outside `staged`: staged and timed here.
         started = time.perf_counter()
         try:
             return self._compile_fx_inner(*args, **kwargs)
         except Exception as exc:
-            raise StageError(Stage.COMPILE, _root_cause(exc)) from exc
+            raise StageError(Stage.COMPILE, dynamo.root_cause(exc)) from exc
         finally:
             self._compile_s += time.perf_counter() - started
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The error inside Dynamo's and Inductor's wrappers (BackendCompilerFailed, InductorError)."""
-    while True:
-        inner = exc.error if isinstance(exc, StageError) else getattr(exc, "inner_exception", None)
-        if not isinstance(inner, BaseException):
-            return exc
-        exc = inner
-
-
-def _first_line(reason: str) -> str:
-    """A graph-break reason's headline ("Dynamic shape operator"), without explanations and hints."""
-    return reason.strip().splitlines()[0].strip() if reason.strip() else "unknown"
 
 
 def _cxx_version(cxx: Any) -> str | None:

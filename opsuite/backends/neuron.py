@@ -86,7 +86,7 @@ class NeuronBackend(Backend):
         "NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES",
         # Fallback policy and decompositions: which ops run on the device, and how.
         "TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION", "TORCH_NEURONX_FALLBACK_ONLY_FOR_UNIMPLEMENTED_OPS",
-        "TORCH_NEURONX_COMPLEX_DECOMPOSE", "TORCH_DEVICE_BACKEND_AUTOLOAD",
+        "TORCH_NEURONX_COMPLEX_DECOMPOSE",
     )
     watches_dispatch = True  # eager only: a dispatch mode would stand in Dynamo's way
 
