@@ -34,11 +34,11 @@ class WorkerStartError(Exception):
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """What a worker process needs to open its backend and build its catalog."""
+    """What a worker process needs to open its backend and build its catalogs."""
 
     backend: str
     samples: int | None      # samples per case; None for all
-    kinds: tuple[str, ...]
+    kinds: tuple[str, ...]   # catalogs built while the worker starts; any other kind on its first case
 
 
 # ---------------------------------------------------------------- the worker process
@@ -57,9 +57,8 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
         backend = backends.create(config.backend)
         backend.configure_env()
         backend.prepare()
-        catalog = build_catalog(config.kinds)
-        conn.send({"ready": True, "stack": backend.stack(), "env": backend.env(),
-                   "catalog": _catalog_facts(config.kinds, len(catalog))})
+        catalogs = {kind: build_catalog([kind]) for kind in config.kinds}
+        conn.send({"ready": True, "stack": backend.stack(), "env": backend.env()})
     except BaseException as exc:  # report any failure to open the backend, then stop
         conn.send({"ready": False, "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
         return
@@ -74,6 +73,10 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
             return
         if case_id is None:
             return
+        kind = case_id.split("/", 1)[0]
+        if kind not in catalogs:
+            catalogs[kind] = build_catalog([kind])
+        catalog = catalogs[kind]
         case = catalog.get(case_id)
         try:
             record = run_case(case, catalog.source(case), backend, config.samples, on_stage)
@@ -87,17 +90,6 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
         conn.send({"record": record.to_json(), "healthy": healthy})
         if not healthy:
             return
-
-
-def _catalog_facts(kinds: tuple[str, ...], size: int) -> dict[str, Any]:
-    facts: dict[str, Any] = {"kinds": list(kinds), "cases": size}
-    if "ops" in kinds:
-        from opsuite.catalog.opinfo import op_db
-
-        facts["op_db_size"] = len(op_db())
-    else:
-        facts["op_db_size"] = 0
-    return facts
 
 
 # ---------------------------------------------------------------- the parent side
@@ -116,6 +108,7 @@ class IsolatedRunner:
         self._conn: Connection | None = None
         self._stage: Any = None
         self._log: Path | None = None
+        self._ready = False  # the running worker has reported that its backend is open
 
     def run(self, case_id: str) -> CaseRecord:
         """Run one case and return its record, whatever happens to the worker."""
@@ -156,7 +149,11 @@ class IsolatedRunner:
 
     # -- worker lifecycle
 
-    def _ensure_worker(self) -> None:
+    def start(self) -> None:
+        """Start a worker process unless one is running; returns at once (it opens the backend meanwhile).
+
+        Starting early lets the worker import its stack while the caller still collects cases.
+        """
         if self._proc is not None and self._proc.is_alive():
             return
         self._stop_worker()
@@ -169,6 +166,14 @@ class IsolatedRunner:
         self._proc.start()
         child.close()
         self._conn = parent
+        self._ready = False
+
+    def _ensure_worker(self) -> None:
+        """A running worker that has opened its backend (raises WorkerStartError if it cannot)."""
+        self.start()
+        if self._ready:
+            return
+        parent = self._conn
         if not parent.poll(STARTUP_TIMEOUT_S):
             self._kill_worker()
             raise WorkerStartError(f"backend {self.config.backend!r}: the worker did not start within "
@@ -183,6 +188,7 @@ class IsolatedRunner:
         if not hello["ready"]:
             self._stop_worker()
             raise WorkerStartError(f"backend {self.config.backend!r} cannot start: {hello['error']}")
+        self._ready = True
         if self.handshake is None:
             self.handshake = hello
 

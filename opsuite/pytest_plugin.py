@@ -33,7 +33,8 @@ from opsuite.results import ResultsError, ResultsWriter, load
 
 RUN_KEY = pytest.StashKey[dict]()
 BASELINE_KEY = pytest.StashKey[Any]()  # the baseline Snapshot of regression mode
-_KINDS_KEY = pytest.StashKey[set]()  # the case kinds collected in this process
+_SESSION_KEY = pytest.StashKey["CaseSession"]()  # the case session of this pytest process, once it has one
+_CATALOG_KEY = pytest.StashKey[dict]()  # what this process collected, for the run header
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
 
@@ -152,24 +153,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     kind = getattr(metafunc.module, "CASE_KIND")
     from opsuite.catalog import build_catalog
 
+    if not metafunc.config.option.collectonly:
+        _case_session(metafunc.config, kind)  # the worker opens its backend while collection goes on
+
     options = metafunc.config.stash[RUN_KEY]["options"]
     cases = build_catalog([kind]).select(options["dtypes"], options["directions"])
     metafunc.parametrize("case_id", [c.id for c in cases], ids=[c.id for c in cases])
 
 
+def _case_session(config: pytest.Config, kind: str) -> "CaseSession":
+    """This process's case session, made (and its worker started) when the first case kind is collected."""
+    if _SESSION_KEY not in config.stash:
+        session = config.stash[_SESSION_KEY] = CaseSession(config, kind)
+        session.runner.start()
+    return config.stash[_SESSION_KEY]
+
+
 class CaseSession:
     """Per pytest process: the isolated runner and the results writer."""
 
-    def __init__(self, config: pytest.Config):
+    def __init__(self, config: pytest.Config, first_kind: str):
+        self.config = config
         self.run = config.stash[RUN_KEY]
         try:
             backends.check_available(self.run["backend"])
         except backends.BackendError as exc:
             pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
-        self.kinds = tuple(sorted(config.stash.get(_KINDS_KEY, set()))) or ("ops",)
         self.runner = IsolatedRunner(
             WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"]),
-                         kinds=self.kinds),
+                         kinds=(first_kind,)),
             case_timeout_s=self.run["options"]["case_timeout_s"])
         self.writer = ResultsWriter(Path(self.run["results"]), self._header)
         self.baseline = config.stash.get(BASELINE_KEY, None)
@@ -185,7 +197,7 @@ class CaseSession:
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                      "python": platform.python_version(), "cpus": os.cpu_count(), "user": getpass.getuser()},
             "opsuite": self.run["opsuite"],
-            "catalog": hello.get("catalog", {"op_db_size": 0}),
+            "catalog": self.config.stash.get(_CATALOG_KEY, {"op_db_size": 0}),
             "options": self.run["options"],
         }
 
@@ -208,9 +220,21 @@ class CaseSession:
         return record
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Record what was selected, for the run header: kinds, case count, size of PyTorch's op_db."""
+    cases = [item for item in session.items if "case_id" in getattr(item, "fixturenames", ())]
+    if not cases:
+        return
+    kinds = sorted({getattr(item.module, "CASE_KIND") for item in cases})
+    op_db_size = 0
+    if "ops" in kinds:
+        from opsuite.catalog.opinfo import op_db
+
+        op_db_size = len(op_db())
+    session.config.stash[_CATALOG_KEY] = {"kinds": kinds, "cases": len(cases), "op_db_size": op_db_size}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    config.stash[_KINDS_KEY] = {getattr(item.module, "CASE_KIND") for item in items
-                                if "case_id" in getattr(item, "fixturenames", ())}
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is None:
         return
@@ -223,10 +247,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def opsuite_session(request: pytest.FixtureRequest):
-    """The case session of this pytest process."""
-    session = CaseSession(request.config)
-    yield session
-    session.runner.close()
+    """The case session of this pytest process (made when its cases were collected)."""
+    return request.config.stash[_SESSION_KEY]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SESSION_KEY in config.stash:
+        config.stash[_SESSION_KEY].runner.close()
 
 
 def _reason(record: CaseRecord) -> str:
