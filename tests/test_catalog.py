@@ -75,3 +75,31 @@ def test_random_and_undefined_ops_use_opinfo_marks(catalog):
 def test_select_filters(catalog):
     chosen = catalog.select(dtypes=["bfloat16"], directions=["backward"])
     assert chosen and all(c.dtype == "bfloat16" and c.direction == "backward" for c in chosen)
+
+
+def test_skipping_opinfos_test_function_search_changes_no_sample():
+    """opinfo.op_db() replaces common_utils.extract_test_fn (slow in a spawned worker); samples stay equal."""
+    import hashlib
+
+    from torch.testing._internal import common_utils
+
+    from opsuite.catalog import opinfo
+
+    def digest(catalog):
+        h = hashlib.sha256()
+        for case in catalog.select(["float32", "bfloat16"], ["forward", "backward"])[:150]:
+            for sample in catalog.source(case).samples(case, 2):
+                for t in torch.utils._pytree.tree_leaves((sample.args, sample.kwargs)):
+                    if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                        h.update(t.detach().to(torch.float64).numpy().tobytes())
+        return h.hexdigest()
+
+    catalog = build_catalog(["ops"])
+    assert common_utils.extract_test_fn() is None  # replaced
+    skipped = digest(catalog)
+    replaced = common_utils.extract_test_fn
+    try:
+        common_utils.extract_test_fn = opinfo.ORIGINAL_EXTRACT_TEST_FN
+        assert digest(catalog) == skipped
+    finally:
+        common_utils.extract_test_fn = replaced
