@@ -6,6 +6,7 @@ process never imports a device stack, so a crash in one cannot take the run down
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -84,8 +85,18 @@ class Backend:
         return Counters()
 
     def recover(self) -> bool:
-        """Bring the runtime back to a clean state after an error; False if it cannot be trusted."""
-        return True
+        """Drop dead tensors and check that a trivial computation still runs; False if the runtime is lost.
+
+        After a failed case its tensors can stay referenced (by a traceback): on XLA every later sync then
+        fails with `Check failed: tensor_data`, and after a device-side assert a CUDA context is gone.
+        """
+        gc.collect()
+        try:
+            probe = torch.ones(2, device=self.device()) + 1
+            self.sync()
+            return bool((probe.cpu() == 2).all())
+        except Exception:  # any failure here means the device cannot be trusted for the next case
+            return False
 
 
 def package_version(name: str) -> str | None:

@@ -5,7 +5,6 @@ Uses nothing newer than torch 2.11, so that it runs on whatever torch a lent GPU
 
 from __future__ import annotations
 
-import gc
 import subprocess
 from typing import Any
 
@@ -50,17 +49,6 @@ class CudaBackend(Backend):
 
     def sync(self) -> None:
         torch.cuda.synchronize(self._device)
-
-    def recover(self) -> bool:
-        """Check that the GPU still runs a trivial computation (after a device-side assert it cannot)."""
-        gc.collect()
-        try:
-            probe = torch.ones(2, device=self._device) + 1
-            torch.cuda.synchronize(self._device)
-            return bool((probe.cpu() == 2).all())
-        except Exception:  # a CUDA error here means the context is lost: the worker must be replaced
-            return False
-
 
 def unavailable() -> str | None:
     """Why this environment cannot run the cuda backend, or None when it can."""

@@ -13,7 +13,6 @@ no kernel registered for the device's dispatch key: those ran through the CPU fa
 
 from __future__ import annotations
 
-import gc
 import time
 from typing import Any, Callable, Iterable
 
@@ -138,16 +137,6 @@ class NeuronBackend(Backend):
             fallbacks = set()
         return Counters(fallback_ops=sorted(op for op in fallbacks if op not in HOST_SYNC_OPS),
                         host_syncs=sorted(op for op in fallbacks if op in HOST_SYNC_OPS))
-
-    def recover(self) -> bool:
-        """Drop dead tensors and check that a trivial computation still runs on the device."""
-        gc.collect()
-        try:
-            probe = torch.ones(2, device=self._device) + 1
-            self.sync()
-            return bool((probe.cpu() == 2).all())
-        except Exception:  # any failure here means the device cannot be trusted for the next case
-            return False
 
     def _tracking_method(self) -> str:
         if self._coverage is not None:

@@ -7,7 +7,6 @@ Trainium; `neuron_xla.py` adds only what is Neuron's own. Fallbacks and compiles
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Any
 
@@ -75,20 +74,6 @@ class XlaBackend(Backend):
             fallback_ops=[op for op in fallbacks if op not in HOST_SYNC_OPS],
             host_syncs=[op for op in fallbacks if op in HOST_SYNC_OPS],
         )
-
-    def recover(self) -> bool:
-        """Drop dead graphs and check that a trivial computation still compiles and runs.
-
-        After a lowering error the failed lazy tensor stays referenced (by a traceback) and every later
-        sync fails with `Check failed: tensor_data`; the caller drops its references before this.
-        """
-        gc.collect()
-        try:
-            probe = torch.ones(2, device=self._device) + 1
-            self._xla.sync()
-            return bool((probe.cpu() == 2).all())
-        except Exception:  # any failure here means the runtime cannot be trusted for the next case
-            return False
 
     def _metric_total_s(self, name: str) -> float:
         data = self._met.metric_data(name)
