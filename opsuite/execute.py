@@ -251,11 +251,16 @@ def _take_counters(record: CaseRecord, backend: Backend) -> None:
     record.extra.update(counters.extra)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), at most 500 characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
+
+
 def _failure(exc: BaseException, sample: Sample | None) -> Failure:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     category, code = classify.classify(text)
-    return Failure(error_type=type(exc).__name__, message=message[:500],
+    return Failure(error_type=type(exc).__name__, message=first_line(exc),
                    sample=sample.label if sample else None, category=category, code=code)
 
 

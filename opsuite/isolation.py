@@ -51,7 +51,7 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
     os.dup2(log, 2)
     from opsuite import backends
     from opsuite.catalog import build_catalog
-    from opsuite.execute import run_case
+    from opsuite.execute import first_line, run_case
 
     try:
         backend = backends.create(config.backend)
@@ -84,8 +84,7 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
             stage = _STAGES[stage_value.value]
             record = CaseRecord(case_id=case_id, status=Status.RUNTIME_ERROR, stage=stage, backend=config.backend,
                                 failure=Failure(error_type=f"opsuite internal error: {type(exc).__name__}",
-                                                message=str(exc).strip().splitlines()[0][:500] if str(exc).strip()
-                                                else type(exc).__name__))
+                                                message=first_line(exc)))
         healthy = backend.recover() if record.status in _FAILED else True
         conn.send({"record": record.to_json(), "healthy": healthy})
         if not healthy:
