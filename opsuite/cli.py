@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from opsuite import CASES_DIR
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
-
-CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
 
 
 class UserError(Exception):

@@ -4,7 +4,7 @@ For every sample: copy the inputs to the device first (in-place ops change them)
 references (the same dtype, and float64 from the same values), run on the device, force it to compile
 and execute, copy the results back. The stage reached when something raises decides the status;
 numerics are judged over every output (forward) or input gradient (backward) of every sample.
-Crashes and timeouts cannot be seen from in here: `opsuite/worker.py` records those.
+Crashes and timeouts cannot be seen from in here: `opsuite/isolation.py` records those.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Run cases in a worker process, so that a case that kills its process is a record, not a lost run.
 
-The pytest process (or the CLI) never imports a device stack. It owns an `IsolatedRunner`, which keeps
-one worker process with the backend open and sends it case ids over a pipe. A worker that dies is a
+The pytest process (or the CLI) imports neither torch nor a device stack. It owns an `IsolatedRunner`,
+which keeps one worker process with the backend open, asks it which cases its catalog holds (so the
+catalog is built once, in the worker, while nothing else waits on it) and sends it case ids over a pipe. A worker that dies is a
 `crash` record (with the signal and the last line it wrote to stderr) and is restarted for the next
 case; a case over its time budget is killed and recorded as `timeout`. After a failed case the worker
 checks that the runtime is still sound (`Backend.recover`) and, if not, exits to be replaced.
@@ -9,6 +10,7 @@ checks that the runtime is still sound (`Backend.recover`) and, if not, exits to
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -38,10 +40,30 @@ class WorkerConfig:
 
     backend: str
     samples: int | None      # samples per case; None for all
-    kinds: tuple[str, ...]   # catalogs built while the worker starts; any other kind on its first case
+    kinds: tuple[str, ...] = ()  # catalogs built while the worker starts; any other kind when first needed
+
+
+@dataclass(frozen=True)
+class CasesRequest:
+    """Ask the worker for the ids of its catalog's cases of one kind, with the given dtypes and directions."""
+
+    kind: str
+    dtypes: tuple[str, ...] | None = None      # None: every dtype
+    directions: tuple[str, ...] | None = None  # None: every direction
 
 
 # ---------------------------------------------------------------- the worker process
+
+def _reply(conn: Connection, message: dict[str, Any]) -> None:
+    """Send `message` to the parent as JSON text: a pickled value could hold a torch object (a version
+    string is a `torch.torch_version.TorchVersion`), and unpickling it would import torch in the parent."""
+    conn.send_bytes(json.dumps(message).encode())
+
+
+def _receive(conn: Connection) -> dict[str, Any]:
+    """A message the worker sent with `_reply`."""
+    return json.loads(conn.recv_bytes())
+
 
 def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_value: Any) -> None:
     """Entry point of the worker process: open the backend, then run cases until told to stop."""
@@ -58,25 +80,36 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
         backend.configure_env()
         backend.prepare()
         catalogs = {kind: build_catalog([kind]) for kind in config.kinds}
-        conn.send({"ready": True, "stack": backend.stack(), "env": backend.env()})
+        _reply(conn, {"ready": True, "stack": backend.stack(), "env": backend.env()})
     except BaseException as exc:  # report any failure to open the backend, then stop
-        conn.send({"ready": False, "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
+        _reply(conn, {"ready": False, "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
         return
 
     def on_stage(stage: Stage) -> None:
         stage_value.value = _STAGES.index(stage)
 
-    while True:
-        try:
-            case_id = conn.recv()
-        except EOFError:
-            return
-        if case_id is None:
-            return
-        kind = case_id.split("/", 1)[0]
+    def catalog_of(kind: str) -> Any:
         if kind not in catalogs:
             catalogs[kind] = build_catalog([kind])
-        catalog = catalogs[kind]
+        return catalogs[kind]
+
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        if isinstance(request, CasesRequest):
+            try:
+                catalog = catalog_of(request.kind)
+                _reply(conn, {"cases": [c.id for c in catalog.select(request.dtypes, request.directions)],
+                           "facts": catalog.facts()})
+            except Exception as exc:  # an unknown kind, a catalog that cannot be built: the caller says so
+                _reply(conn, {"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
+            continue
+        case_id = request
+        catalog = catalog_of(case_id.split("/", 1)[0])
         case = catalog.get(case_id)
         try:
             record = run_case(case, catalog.source(case), backend, config.samples, on_stage)
@@ -86,7 +119,7 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
                                 failure=Failure(error_type=f"opsuite internal error: {type(exc).__name__}",
                                                 message=first_line(exc)))
         healthy = backend.recover() if record.status in _FAILED else True
-        conn.send({"record": record.to_json(), "healthy": healthy})
+        _reply(conn, {"record": record.to_json(), "healthy": healthy})
         if not healthy:
             return
 
@@ -119,7 +152,7 @@ class IsolatedRunner:
         self._conn.send(case_id)
         if self._conn.poll(self.case_timeout_s):
             try:
-                reply = self._conn.recv()
+                reply = _receive(self._conn)
             except (EOFError, ConnectionResetError):
                 return self._crashed(case_id, started, log_offset)
             record = CaseRecord.from_json(reply["record"])
@@ -136,6 +169,26 @@ class IsolatedRunner:
                           failure=Failure(error_type="Timeout",
                                           message=f"case ran past its {self.case_timeout_s:g} s budget "
                                                   f"in stage {stage.value}; the worker was killed"))
+
+    def cases(self, request: CasesRequest) -> tuple[list[str], dict[str, Any]]:
+        """The ids of the cases the worker's catalog holds for `request`, and the catalog's facts.
+
+        Raises WorkerStartError when the worker cannot start or cannot build that catalog.
+        """
+        self._ensure_worker()
+        assert self._conn is not None
+        self._conn.send(request)
+        try:
+            reply = _receive(self._conn)
+        except (EOFError, ConnectionResetError):
+            tail = _tail(self._log, 0)
+            self._stop_worker()
+            raise WorkerStartError(f"backend {self.config.backend!r}: the worker died while building the "
+                                   f"{request.kind!r} catalog{': ' + tail[-1] if tail else ''} "
+                                   f"(log: {self._log})") from None
+        if "error" in reply:
+            raise WorkerStartError(f"the {request.kind!r} catalog cannot be built: {reply['error']}")
+        return reply["cases"], reply["facts"]
 
     def close(self) -> None:
         """Stop the worker process."""
@@ -178,7 +231,7 @@ class IsolatedRunner:
             raise WorkerStartError(f"backend {self.config.backend!r}: the worker did not start within "
                                    f"{STARTUP_TIMEOUT_S:g} s (log: {self._log})")
         try:
-            hello = parent.recv()
+            hello = _receive(parent)
         except EOFError:
             tail = _tail(self._log, 0)
             self._stop_worker()

@@ -5,6 +5,10 @@ the catalog, runs each case through an `IsolatedRunner` (a worker process per py
 pytest-xdist's `-n N` gives N workers), appends the record to the run's results file at once, and turns
 the record into a pytest outcome with a copy-paste repro command. The controlling process (the only
 one under plain pytest, the xdist master otherwise) names the run and prints the summary table.
+
+The worker starts as soon as the first file of `cases/` is collected and builds the catalog itself: it
+answers which case ids there are, so a pytest process that runs cases never imports torch (that would
+cost seconds of start-up and a core that the worker needs).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import pytest
 import opsuite
 from opsuite import backends, summary
 from opsuite.backends import neuron_tools
-from opsuite.isolation import IsolatedRunner, WorkerConfig, WorkerStartError
+from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
 from opsuite.matrix import MatrixError, publish
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
@@ -35,8 +39,10 @@ RUN_KEY = pytest.StashKey[dict]()
 BASELINE_KEY = pytest.StashKey[Any]()  # the baseline Snapshot of regression mode
 _SESSION_KEY = pytest.StashKey["CaseSession"]()  # the case session of this pytest process, once it has one
 _CATALOG_KEY = pytest.StashKey[dict]()  # what this process collected, for the run header
+_FACTS_KEY = pytest.StashKey[dict]()  # the catalog facts the worker reported while collecting
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
+WORKER_FAILED_EXIT = 3  # the exit code when the backend's worker cannot start: no case can run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -147,24 +153,39 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["opsuite_run"] = node.config.stash[RUN_KEY]
 
 
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
+    """Start the case worker when the suite's first file is collected: it opens its backend meanwhile."""
+    if file_path.parent == opsuite.CASES_DIR and not parent.config.option.collectonly:
+        _case_session(parent.config)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case_id" not in metafunc.fixturenames:
         return
     kind = getattr(metafunc.module, "CASE_KIND")
-    from opsuite.catalog import build_catalog
-
-    if not metafunc.config.option.collectonly:
-        _case_session(metafunc.config, kind)  # the worker opens its backend while collection goes on
-
     options = metafunc.config.stash[RUN_KEY]["options"]
-    cases = build_catalog([kind]).select(options["dtypes"], options["directions"])
-    metafunc.parametrize("case_id", [c.id for c in cases], ids=[c.id for c in cases])
+    request = CasesRequest(kind, _tuple(options["dtypes"]), _tuple(options["directions"]))
+    if metafunc.config.option.collectonly:  # listing only: no worker, build the catalog here
+        from opsuite.catalog import build_catalog
+
+        ids = [c.id for c in build_catalog([kind]).select(request.dtypes, request.directions)]
+    else:
+        try:
+            ids, facts = _case_session(metafunc.config).runner.cases(request)
+        except WorkerStartError as exc:
+            pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
+        metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
+    metafunc.parametrize("case_id", ids, ids=ids)
 
 
-def _case_session(config: pytest.Config, kind: str) -> "CaseSession":
-    """This process's case session, made (and its worker started) when the first case kind is collected."""
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values else None
+
+
+def _case_session(config: pytest.Config) -> "CaseSession":
+    """This process's case session, made (and its worker started) when it is first needed."""
     if _SESSION_KEY not in config.stash:
-        session = config.stash[_SESSION_KEY] = CaseSession(config, kind)
+        session = config.stash[_SESSION_KEY] = CaseSession(config)
         session.runner.start()
     return config.stash[_SESSION_KEY]
 
@@ -172,7 +193,7 @@ def _case_session(config: pytest.Config, kind: str) -> "CaseSession":
 class CaseSession:
     """Per pytest process: the isolated runner and the results writer."""
 
-    def __init__(self, config: pytest.Config, first_kind: str):
+    def __init__(self, config: pytest.Config):
         self.config = config
         self.run = config.stash[RUN_KEY]
         try:
@@ -180,8 +201,7 @@ class CaseSession:
         except backends.BackendError as exc:
             pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
         self.runner = IsolatedRunner(
-            WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"]),
-                         kinds=(first_kind,)),
+            WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"])),
             case_timeout_s=self.run["options"]["case_timeout_s"])
         self.writer = ResultsWriter(Path(self.run["results"]), self._header)
         self.baseline = config.stash.get(BASELINE_KEY, None)
@@ -206,7 +226,7 @@ class CaseSession:
         try:
             record = self.runner.run(case_id)
         except WorkerStartError as exc:
-            pytest.exit(str(exc), returncode=3)
+            pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
         self.writer.append(record, self.run["run_id"])
         if record.status is Status.PASS:
             return record
@@ -221,17 +241,13 @@ class CaseSession:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Record what was selected, for the run header: kinds, case count, size of PyTorch's op_db."""
+    """Record what was selected, for the run header: kinds, case count, the catalog's facts (op_db size)."""
     cases = [item for item in session.items if "case_id" in getattr(item, "fixturenames", ())]
     if not cases:
         return
     kinds = sorted({getattr(item.module, "CASE_KIND") for item in cases})
-    op_db_size = 0
-    if "ops" in kinds:
-        from opsuite.catalog.opinfo import op_db
-
-        op_db_size = len(op_db())
-    session.config.stash[_CATALOG_KEY] = {"kinds": kinds, "cases": len(cases), "op_db_size": op_db_size}
+    session.config.stash[_CATALOG_KEY] = {"kinds": kinds, "cases": len(cases), "op_db_size": 0,
+                                          **session.config.stash.get(_FACTS_KEY, {})}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

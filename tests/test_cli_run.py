@@ -39,6 +39,29 @@ def test_run_records_every_case_and_prints_the_summary(tmp_path):
     assert header["options"]["samples"] == "2"
 
 
+def test_the_pytest_process_imports_no_torch(tmp_path):
+    # The worker builds the catalog and owns the stack; torch in the pytest process would cost seconds of
+    # start-up and a core (it once came in by unpickling the worker's TorchVersion strings).
+    results = tmp_path / "r.jsonl"
+    probe = ("import sys; from opsuite.cli import main; code = main(sys.argv[1:]); "
+             "print('torch imported:', 'torch' in sys.modules); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", probe, "run", "--backend", "cpu", "-k", "ops/add/float32/forward",
+                           "--results", str(results)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout
+    assert load(results).header["stack"]["torch"]
+
+
+def test_collect_only_lists_cases_without_a_worker(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "cases" / "test_ops.py"), "--rootdir", str(ROOT),
+                           "--backend", "cpu", "--dtypes", "float32", "--collect-only", "-q", "-k", "ops/add/"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "test_ops.py::test_case[ops/add/float32/forward]" in done.stdout
+    assert "test_ops.py::test_case[ops/add/float32/backward]" in done.stdout
+    assert not (tmp_path / "results").exists()
+
+
 def test_summary_validates_results_files(tmp_path):
     good = tmp_path / "g.jsonl"
     assert _opsuite("run", "--backend", "cpu", "-k", "ops/add/float32/forward", "--results", str(good),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from opsuite.isolation import IsolatedRunner, WorkerConfig, WorkerStartError
+from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
 from opsuite.record import Stage, Status
 
 
@@ -17,6 +17,23 @@ def test_timeout_is_recorded_and_the_next_case_runs(tmp_path):
         assert after.status is Status.PASS
         assert runner.starts == 2  # the hung worker was replaced
         assert runner.handshake["stack"]["torch"]
+    finally:
+        runner.close()
+
+
+def test_worker_lists_its_catalog_and_refuses_an_unknown_kind(tmp_path):
+    runner = IsolatedRunner(WorkerConfig("cpu", 2), case_timeout_s=120, log_dir=tmp_path)
+    try:
+        ids, facts = runner.cases(CasesRequest("ops", ("float32",), ("forward",)))
+        assert "ops/add/float32/forward" in ids
+        assert all(i.endswith("/float32/forward") for i in ids)
+        assert facts["op_db_size"] > 600
+        every, _ = runner.cases(CasesRequest("ops"))
+        assert set(ids) < set(every) and "ops/add/bfloat16/backward" in every
+        with pytest.raises(WorkerStartError, match="'nope' catalog cannot be built: KeyError"):
+            runner.cases(CasesRequest("nope"))
+        assert runner.run("ops/add/float32/forward").status is Status.PASS  # the same worker goes on
+        assert runner.starts == 1
     finally:
         runner.close()
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import TYPE_CHECKING
 
-from opsuite.backends.base import Backend
+if TYPE_CHECKING:  # the registry imports no torch: the pytest process and the CLI only name backends
+    from opsuite.backends.base import Backend
 
 # name -> ("module:Class", the import that must succeed, the environment that has it)
 REGISTRY: dict[str, tuple[str, str | None, str]] = {

@@ -1,6 +1,6 @@
 """The interface every backend implements, and the counters a case reads from it.
 
-A backend object lives in the worker process that runs cases (see `opsuite/worker.py`); the pytest
+A backend object lives in the worker process that runs cases (see `opsuite/isolation.py`); the pytest
 process never imports a device stack, so a crash in one cannot take the run down.
 """
 

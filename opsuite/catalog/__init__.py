@@ -90,6 +90,9 @@ class CaseSource(Protocol):
     def shape_only_reason(self, case: Case) -> str | None:
         """Why outputs can only be compared by shape and dtype (random or undefined values), or None."""
 
+    def facts(self) -> dict[str, Any]:
+        """Facts about where the cases come from, for the run header (e.g. the size of OpInfo's op_db)."""
+
 
 class DuplicateCaseError(ValueError):
     """Two cases with one id: ids must be unique so that results can be joined across runs."""
@@ -134,6 +137,13 @@ class Catalog:
 
     def source(self, case: Case) -> CaseSource:
         return self._sources[case.kind]
+
+    def facts(self) -> dict[str, Any]:
+        """The facts of every source, merged."""
+        merged: dict[str, Any] = {}
+        for source in self._sources.values():
+            merged.update(source.facts())
+        return merged
 
     def select(self, dtypes: Iterable[str] | None = None, directions: Iterable[str] | None = None,
                kinds: Iterable[str] | None = None) -> list[Case]:

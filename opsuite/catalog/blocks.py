@@ -427,3 +427,6 @@ class BlockSource:
 
     def shape_only_reason(self, case: Case) -> str | None:
         return None
+
+    def facts(self) -> dict[str, Any]:
+        return {}

@@ -289,3 +289,6 @@ class ModelSource:
 
     def shape_only_reason(self, case: Case) -> str | None:
         return None
+
+    def facts(self) -> dict[str, Any]:
+        return {}

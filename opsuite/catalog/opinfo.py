@@ -133,6 +133,9 @@ class OpInfoSource:
         reason = _compare_cpu_skip(op, case.torch_dtype)
         return f"OpInfo skips test_compare_cpu: {reason}" if reason else None
 
+    def facts(self) -> dict[str, Any]:
+        return {"op_db_size": len(op_db())}
+
 
 def _describe(sample: Any) -> str:
     """A short, readable description of a sample: shapes and dtypes of tensors, other values as is."""
