@@ -8,14 +8,18 @@ Both run on the same backend in this one invocation, as fresh processes (imports
   both sides pay for crashes alike.
 - opsuite: `opsuite run --dtypes float32 --directions forward` with one worker, then with `-n 2`.
 
+The three are measured in turn, `--repeat` times (default 3): on a shared machine one pair of runs can
+differ by 10 % from the next, so the ratios are those of the medians, with every round's figures shown.
 Prints the wall times and the ratios: opsuite / bare (target at most 1.15) and the speed-up of -n 2.
-Usage (xla environment): python benchmarks/harness_overhead.py [--backend xla] [--samples 2] [-k EXPR]
+Usage (xla environment): python benchmarks/harness_overhead.py [--backend xla] [--samples 2] [--repeat 3]
+[-k EXPR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,14 +101,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="xla")
     parser.add_argument("--samples", default="2")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the three runs (default 3)")
     parser.add_argument("-k", dest="keyword", help="restrict to cases matching a pytest -k expression")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="opsuite-bench-") as tmp:
-        out = Path(tmp)
-        one, ids = run_opsuite(args.backend, args.samples, args.keyword, 1, out)
-        bare = run_bare(args.backend, args.samples, ids, out)
-        two, _ = run_opsuite(args.backend, args.samples, args.keyword, 2, out)
-    print(f"backend {args.backend}, float32 forward, {len(ids)} cases, {args.samples} samples each")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    rounds: list[tuple[float, float, float]] = []
+    for round_ in range(1, args.repeat + 1):
+        with tempfile.TemporaryDirectory(prefix="opsuite-bench-") as tmp:
+            out = Path(tmp)
+            one, ids = run_opsuite(args.backend, args.samples, args.keyword, 1, out)
+            bare = run_bare(args.backend, args.samples, ids, out)
+            two, _ = run_opsuite(args.backend, args.samples, args.keyword, 2, out)
+        rounds.append((bare, one, two))
+        print(f"round {round_}: bare {bare:.1f} s, opsuite 1 worker {one:.1f} s ({one / bare:.2f}x), "
+              f"-n 2 {two:.1f} s ({one / two:.2f}x)", flush=True)
+    bare, one, two = (statistics.median(column) for column in zip(*rounds))
+    print(f"backend {args.backend}, float32 forward, {len(ids)} cases, {args.samples} samples each; "
+          f"medians of {args.repeat} rounds")
     print(f"bare loop:            {bare:8.1f} s")
     print(f"opsuite, 1 worker:    {one:8.1f} s   ratio to bare {one / bare:.2f}x (target <= 1.15x)")
     print(f"opsuite, -n 2:        {two:8.1f} s   speed-up over 1 worker {one / two:.2f}x")

@@ -178,6 +178,10 @@ class IsolatedRunner:
         self._ensure_worker()
         assert self._conn is not None
         self._conn.send(request)
+        if not self._conn.poll(STARTUP_TIMEOUT_S):
+            self._kill_worker()
+            raise WorkerStartError(f"backend {self.config.backend!r}: the worker did not build the "
+                                   f"{request.kind!r} catalog within {STARTUP_TIMEOUT_S:g} s (log: {self._log})")
         try:
             reply = _receive(self._conn)
         except (EOFError, ConnectionResetError):

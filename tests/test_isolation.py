@@ -1,5 +1,7 @@
 """Isolation: a case that kills or hangs its worker is recorded, and the run goes on."""
 
+from importlib import metadata
+
 import pytest
 
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
@@ -30,6 +32,9 @@ def test_worker_lists_its_catalog_and_refuses_an_unknown_kind(tmp_path):
         assert facts["op_db_size"] > 600
         every, _ = runner.cases(CasesRequest("ops"))
         assert set(ids) < set(every) and "ops/add/bfloat16/backward" in every
+        blocks, block_facts = runner.cases(CasesRequest("blocks", ("bfloat16",)))
+        assert "blocks/norm.rmsnorm/bfloat16/backward" in blocks
+        assert block_facts["transformers"] == metadata.version("transformers")
         with pytest.raises(WorkerStartError, match="'nope' catalog cannot be built: KeyError"):
             runner.cases(CasesRequest("nope"))
         assert runner.run("ops/add/float32/forward").status is Status.PASS  # the same worker goes on

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from opsuite.catalog import Case, Sample
-from opsuite.catalog.modules import describe, generator, module_sample, randn, seeded
+from opsuite.catalog.modules import describe, generator, library_facts, module_sample, randn, seeded
 
 DTYPES = ("float32", "bfloat16")
 DIRECTIONS = ("forward", "backward")
@@ -429,4 +429,4 @@ class BlockSource:
         return None
 
     def facts(self) -> dict[str, Any]:
-        return {}
+        return library_facts()

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from opsuite.catalog import Case, Sample
-from opsuite.catalog.modules import buffers, call, describe, generator, module_sample, parameters, randn, seeded
+from opsuite.catalog.modules import (buffers, call, describe, generator, library_facts, module_sample, parameters,
+                                     randn, seeded)
 
 DTYPES = ("float32", "bfloat16")
 LAYER_DIRECTIONS = ("forward", "backward")
@@ -91,10 +92,19 @@ class RopeDecoderLayer(nn.Module):
         position_ids = torch.arange(hidden.shape[1], device=hidden.device)[None]
         sliding = getattr(self.config, "sliding_window", None)
         make_mask = create_sliding_window_causal_mask if sliding else create_causal_mask
-        mask = make_mask(config=self.config, inputs_embeds=hidden, attention_mask=None, cache=None,
-                         position_ids=position_ids)
+        mask = _causal_mask(make_mask, self.config, hidden, position_ids)
         return self.layer(hidden, attention_mask=mask, position_ids=position_ids,
                           position_embeddings=self.rotary_emb(hidden, position_ids))
+
+
+def _causal_mask(make_mask: Callable[..., Any], config: Any, hidden: torch.Tensor,
+                 position_ids: torch.Tensor) -> Any:
+    """The model's mask for `hidden` without padding or cache, from a transformers mask helper.
+
+    The cache goes by position: transformers renamed that parameter from `past_key_values` (5.17) to
+    `cache` (5.24), and a keyword ties opsuite to one side of the rename.
+    """
+    return make_mask(config, hidden, None, None, position_ids=position_ids)
 
 
 class Gpt2Layer(nn.Module):
@@ -109,8 +119,7 @@ class Gpt2Layer(nn.Module):
         from transformers.masking_utils import create_causal_mask
 
         position_ids = torch.arange(hidden.shape[1], device=hidden.device)[None]
-        mask = create_causal_mask(config=self.config, inputs_embeds=hidden, attention_mask=None, cache=None,
-                                  position_ids=position_ids)
+        mask = _causal_mask(create_causal_mask, self.config, hidden, position_ids)
         return self.layer(hidden, attention_mask=mask)
 
 
@@ -291,4 +300,4 @@ class ModelSource:
         return None
 
     def facts(self) -> dict[str, Any]:
-        return {}
+        return library_facts()

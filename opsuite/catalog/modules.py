@@ -8,6 +8,7 @@ the gradients of every parameter. The module object itself only supplies the cod
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any, Callable
 
 import torch
@@ -20,6 +21,14 @@ from opsuite.catalog import Sample
 # every process (the pytest process, the worker, a repro run) and in both dtypes.
 MODULE_SEED = 0
 INPUT_SEED = 1
+
+
+def library_facts() -> dict[str, Any]:
+    """The version of `transformers`, whose modules blocks and models are built from, for the run header."""
+    try:
+        return {"transformers": metadata.version("transformers")}
+    except metadata.PackageNotFoundError:
+        return {"transformers": None}
 
 
 def seeded(build: Callable[[], nn.Module]) -> nn.Module:
