@@ -186,10 +186,14 @@ def _call(sample: Sample, inputs: tuple[tuple, dict], direction: str, index: int
     if direction != "backward":
         with torch.set_grad_enabled(direction == "train"), trace:
             return sample.output_process(fn(*args, **kwargs))
+    # The leaves are the inputs that require grad before the call: an input that the subject mutates in
+    # place with differentiable values (a KV cache) requires grad afterwards, but its gradient is that of
+    # an intermediate whose autograd history each backend may build differently (a compiled graph copies
+    # the mutation back after it runs), so it is not a gradient of the subject's inputs.
+    leaves = [t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
     with trace:
         out = sample.output_process(fn(*args, **kwargs))
     outs = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor) and t.requires_grad]
-    leaves = [t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
     if not outs or not leaves:
         raise ValueError("no differentiable output or input")
     # Each cotangent goes where its output is: an op such as `to(device="cpu")` leaves the device.

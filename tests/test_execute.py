@@ -5,7 +5,7 @@ import torch
 
 from opsuite.backends.base import Counters, StageError
 from opsuite.backends.cpu import CpuBackend
-from opsuite.catalog import build_catalog
+from opsuite.catalog import Case, Sample, build_catalog
 from opsuite.execute import run_case
 from opsuite.record import Stage, Status, Verdict
 
@@ -137,3 +137,40 @@ def test_factory_ops_get_the_device_argument(catalog):
 def test_in_place_ops_do_not_change_the_reference_inputs(catalog):
     record = _run(catalog, "ops/normal.in_place/float32/forward", CpuBackend())
     assert record.status is Status.PASS
+
+
+def _append_to_cache(cache, x):
+    cache.index_copy_(0, torch.tensor([1, 2]), x)
+    return cache * 2
+
+
+class CopyBackMutationCpu(CpuBackend):
+    """Runs the subject functionally and copies the input mutation back afterwards, as compiled graphs do."""
+
+    def wrap(self, fn):
+        def functional(cache, x):
+            new = cache.index_copy(0, torch.tensor([1, 2]), x)
+            cache.copy_(new)
+            return new * 2
+        return functional
+
+
+class _CacheSource:
+    kind = "ops"
+
+    def samples(self, case, limit):
+        cache = torch.linspace(-1, 1, 12).reshape(4, 3)
+        x = torch.linspace(2, 3, 6).reshape(2, 3).requires_grad_()
+        return [Sample(fn=_append_to_cache, args=(cache, x), label="cache x")]
+
+    def shape_only_reason(self, case):
+        return None
+
+
+def test_backward_compares_the_gradients_of_inputs_that_required_grad_before_the_call():
+    # The cache requires grad only once x is written into it; its "gradient" then depends on how the
+    # backend builds the mutation's history, and is no gradient of an input.
+    case = Case("ops", "append_to_cache", "float32", "backward")
+    record = run_case(case, _CacheSource(), CopyBackMutationCpu(), None)
+    assert record.status is Status.PASS, record
+    assert record.numerics.worst_output == "sample 0 grad"  # one gradient compared: x's
