@@ -2,7 +2,7 @@
 
 The pytest process (or the CLI) imports neither torch nor a device stack. It owns an `IsolatedRunner`,
 which keeps one worker process with the backend open, asks it which cases its catalog holds (so the
-catalog is built once, in the worker, while nothing else waits on it) and sends it case ids over a pipe. A worker that dies is a
+catalog is built once, in the worker) and sends it case ids over a pipe. A worker that dies is a
 `crash` record (with the signal and the last line it wrote to stderr) and is restarted for the next
 case; a case over its time budget is killed and recorded as `timeout`. After a failed case the worker
 checks that the runtime is still sound (`Backend.recover`) and, if not, exits to be replaced.
