@@ -68,6 +68,10 @@ def test_snapshot_pages_and_index(tmp_path, results):
     assert "**pass** ratio" in add_row and f"⟨1:{line}⟩" in add_row
     skip_row = next(line for line in page.splitlines() if line.startswith("| ops/jiterator\\_unary"))
     assert "**skip**" in skip_row
+    op_db_size = json.loads(results.read_text().splitlines()[0])["catalog"]["op_db_size"]
+    run_row = _row(page, "|   1 |")
+    assert run_row[5] == f"ops; op\\_db {op_db_size} entries"  # the catalog the run's cases came from
+    assert f"<td>ops; op_db {op_db_size} entries</td>" in (snap.path / "index.html").read_text()
     index_md = (matrix / "README.md").read_text()
     assert f"({snap.backend}/{snap.data['key']}/README.md)" in index_md
     row = _row(index_md, f"| [{snap.data['label']}]")

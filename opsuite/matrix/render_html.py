@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from opsuite.matrix import notes
-from opsuite.matrix.render_md import STATUSES, columns, pct, summary_rows
+from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
 
 STATUS_COLORS = {
@@ -47,7 +47,7 @@ def snapshot_page(snap: Snapshot) -> str:
     return _environment().get_template("snapshot.html.j2").render(
         snap=snap.data, rows=_rows(snap), statuses=STATUSES, colors=STATUS_COLORS,
         dtypes=list(dict.fromkeys(d for d, _ in cols)), directions=list(dict.fromkeys(r for _, r in cols)),
-        summary=summary_rows(cells), pct=pct)
+        summary=summary_rows(cells), pct=pct, catalog_text=catalog_text)
 
 
 def chart(snapshots: list[Snapshot]) -> list[dict[str, Any]]:

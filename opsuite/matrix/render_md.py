@@ -29,6 +29,16 @@ def columns(cells: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return [c for c in order if c in present] + sorted(present - set(order))
 
 
+def catalog_text(catalog: dict[str, Any]) -> str:
+    """What a run's cases came from: their kinds, the size of OpInfo's op_db, the transformers version."""
+    parts = [", ".join(catalog.get("kinds", ()))]
+    if catalog.get("op_db_size"):
+        parts.append(f"op_db {catalog['op_db_size']} entries")
+    if catalog.get("transformers"):
+        parts.append(f"transformers {catalog['transformers']}")
+    return "; ".join(part for part in parts if part)
+
+
 def pct(value: float | None) -> str:
     """A pass percentage for display."""
     return "-" if value is None else f"{value:.1f}"
@@ -69,9 +79,10 @@ def snapshot_page(snap: Snapshot) -> str:
             [[f"env.{k}", md(v)] for k, v in data["env"].items()]
     out += [tabulate(facts, headers=["field", "value"], tablefmt="github"), "", "## Runs", ""]
     runs = [[n, f"[{md(run['file'])}]({run['file']})", md(run["run_id"]), run["started_at"], run["cases"],
-             md(run.get("opsuite", {}).get("commit", "")), md(json.dumps(run.get("options", {})))]
+             md(catalog_text(run.get("catalog", {}))), md(run.get("opsuite", {}).get("commit", "")),
+             md(json.dumps(run.get("options", {})))]
             for n, run in enumerate(data["runs"], start=1)]
-    out += [tabulate(runs, headers=["#", "results file", "run id", "started", "cases", "opsuite commit",
+    out += [tabulate(runs, headers=["#", "results file", "run id", "started", "cases", "catalog", "opsuite commit",
                                     "options"], tablefmt="github"), "",
             "## Summary by category and status", "",
             tabulate(summary_rows(cells), headers=["category", *STATUSES, "total", "pass %"], tablefmt="github",
