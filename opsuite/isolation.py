@@ -178,21 +178,16 @@ class IsolatedRunner:
         self._ensure_worker()
         assert self._conn is not None
         self._conn.send(request)
-        if not self._conn.poll(STARTUP_TIMEOUT_S):
-            self._kill_worker()
-            raise WorkerStartError(f"backend {self.config.backend!r}: the worker did not build the "
-                                   f"{request.kind!r} catalog within {STARTUP_TIMEOUT_S:g} s (log: {self._log})")
-        try:
-            reply = _receive(self._conn)
-        except (EOFError, ConnectionResetError):
-            tail = _tail(self._log, 0)
-            self._stop_worker()
-            raise WorkerStartError(f"backend {self.config.backend!r}: the worker died while building the "
-                                   f"{request.kind!r} catalog{': ' + tail[-1] if tail else ''} "
-                                   f"(log: {self._log})") from None
+        reply = self._await_reply(f"build the {request.kind!r} catalog", f"building the {request.kind!r} catalog")
         if "error" in reply:
             raise WorkerStartError(f"the {request.kind!r} catalog cannot be built: {reply['error']}")
         return reply["cases"], reply["facts"]
+
+    def __enter__(self) -> "IsolatedRunner":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the worker process."""
@@ -229,24 +224,28 @@ class IsolatedRunner:
         self.start()
         if self._ready:
             return
-        parent = self._conn
-        if not parent.poll(STARTUP_TIMEOUT_S):
-            self._kill_worker()
-            raise WorkerStartError(f"backend {self.config.backend!r}: the worker did not start within "
-                                   f"{STARTUP_TIMEOUT_S:g} s (log: {self._log})")
-        try:
-            hello = _receive(parent)
-        except EOFError:
-            tail = _tail(self._log, 0)
-            self._stop_worker()
-            raise WorkerStartError(f"backend {self.config.backend!r}: the worker died while starting"
-                                   f"{': ' + tail[-1] if tail else ''} (log: {self._log})") from None
+        hello = self._await_reply("start", "starting")
         if not hello["ready"]:
             self._stop_worker()
             raise WorkerStartError(f"backend {self.config.backend!r} cannot start: {hello['error']}")
         self._ready = True
         if self.handshake is None:
             self.handshake = hello
+
+    def _await_reply(self, to_do: str, doing: str) -> dict[str, Any]:
+        """The worker's reply to what it was asked to do; WorkerStartError if it dies or takes too long."""
+        assert self._conn is not None
+        if not self._conn.poll(STARTUP_TIMEOUT_S):
+            self._kill_worker()
+            raise WorkerStartError(f"backend {self.config.backend!r}: the worker did not {to_do} within "
+                                   f"{STARTUP_TIMEOUT_S:g} s (log: {self._log})")
+        try:
+            return _receive(self._conn)
+        except (EOFError, ConnectionResetError):
+            tail = _tail(self._log, 0)
+            self._stop_worker()
+            raise WorkerStartError(f"backend {self.config.backend!r}: the worker died while {doing}"
+                                   f"{': ' + tail[-1] if tail else ''} (log: {self._log})") from None
 
     def _crashed(self, case_id: str, started: float, log_offset: int) -> CaseRecord:
         stage = _STAGES[self._stage.value]

@@ -114,10 +114,9 @@ def xla(tmp_path_factory):
     # In a worker process, as `opsuite run` does: torch-xla's device must be open before the first
     # backward of a process (the autograd engine sizes its device queues then), and this pytest
     # process has already run CPU backwards.
-    runner = IsolatedRunner(WorkerConfig("xla", 2, ("blocks", "models")), case_timeout_s=300,
-                            log_dir=tmp_path_factory.mktemp("xla-worker"))
-    yield runner
-    runner.close()
+    with IsolatedRunner(WorkerConfig("xla", 2, ("blocks", "models")), case_timeout_s=300,
+                        log_dir=tmp_path_factory.mktemp("xla-worker")) as runner:
+        yield runner
 
 
 @pytest.mark.xla

@@ -9,8 +9,7 @@ from opsuite.record import Stage, Status
 
 
 def test_timeout_is_recorded_and_the_next_case_runs(tmp_path):
-    runner = IsolatedRunner(WorkerConfig("cpu", 2, ("ops",)), case_timeout_s=0.001, log_dir=tmp_path)
-    try:
+    with IsolatedRunner(WorkerConfig("cpu", 2, ("ops",)), case_timeout_s=0.001, log_dir=tmp_path) as runner:
         record = runner.run("ops/linalg.svd/float32/backward")
         assert record.status is Status.TIMEOUT
         assert "budget" in record.failure.message
@@ -19,13 +18,10 @@ def test_timeout_is_recorded_and_the_next_case_runs(tmp_path):
         assert after.status is Status.PASS
         assert runner.starts == 2  # the hung worker was replaced
         assert runner.handshake["stack"]["torch"]
-    finally:
-        runner.close()
 
 
 def test_worker_lists_its_catalog_and_refuses_an_unknown_kind(tmp_path):
-    runner = IsolatedRunner(WorkerConfig("cpu", 2), case_timeout_s=120, log_dir=tmp_path)
-    try:
+    with IsolatedRunner(WorkerConfig("cpu", 2), case_timeout_s=120, log_dir=tmp_path) as runner:
         ids, facts = runner.cases(CasesRequest("ops", ("float32",), ("forward",)))
         assert "ops/add/float32/forward" in ids
         assert all(i.endswith("/float32/forward") for i in ids)
@@ -39,8 +35,6 @@ def test_worker_lists_its_catalog_and_refuses_an_unknown_kind(tmp_path):
             runner.cases(CasesRequest("nope"))
         assert runner.run("ops/add/float32/forward").status is Status.PASS  # the same worker goes on
         assert runner.starts == 1
-    finally:
-        runner.close()
 
 
 def test_unknown_backend_fails_to_start(tmp_path):
@@ -52,8 +46,7 @@ def test_unknown_backend_fails_to_start(tmp_path):
 @pytest.mark.xla
 def test_crashing_case_is_recorded_and_the_run_goes_on(tmp_path):
     # On XLA:CPU, torch.roll's first OpInfo sample (an empty tensor) dies of SIGFPE inside the runtime.
-    runner = IsolatedRunner(WorkerConfig("xla", 2, ("ops",)), case_timeout_s=300, log_dir=tmp_path)
-    try:
+    with IsolatedRunner(WorkerConfig("xla", 2, ("ops",)), case_timeout_s=300, log_dir=tmp_path) as runner:
         crashed = runner.run("ops/roll/float32/forward")
         assert crashed.status is Status.CRASH
         assert "SIGFPE" in crashed.failure.message
@@ -62,5 +55,3 @@ def test_crashing_case_is_recorded_and_the_run_goes_on(tmp_path):
         assert after.status is Status.PASS
         assert after.compiles and after.compiles > 0
         assert runner.starts == 2
-    finally:
-        runner.close()

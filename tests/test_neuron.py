@@ -33,13 +33,10 @@ def neuron_double(monkeypatch):
 
 def run(backend, case_ids, log_dir):
     """The worker's handshake and one record per case, from one worker process."""
-    runner = IsolatedRunner(WorkerConfig(backend=backend, samples=2, kinds=("ops",)), case_timeout_s=120,
-                            log_dir=log_dir)
-    try:
+    with IsolatedRunner(WorkerConfig(backend=backend, samples=2, kinds=("ops",)), case_timeout_s=120,
+                        log_dir=log_dir) as runner:
         records = {case_id: runner.run(case_id) for case_id in case_ids}
         return runner.handshake, records
-    finally:
-        runner.close()
 
 
 def test_eager_fallbacks_from_torch_neuronx_tracking(neuron_double, tmp_path):
