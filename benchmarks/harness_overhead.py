@@ -30,7 +30,7 @@ BARE_LOOP = r'''
 import sys, json, torch
 from opsuite import backends
 from opsuite.catalog import build_catalog
-backend = backends.create(sys.argv[1]); backend.configure_env(); backend.prepare()
+backend = backends.open_backend(sys.argv[1])
 device = backend.device()
 catalog = build_catalog(["ops"])
 ids = json.loads(open(sys.argv[3]).read())

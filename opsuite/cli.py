@@ -53,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
     from opsuite import backends, summary
+    from opsuite.pytest_plugin import WORKER_FAILED_EXIT
     from opsuite.results import load
 
     backend = args.backend or backends.default()
@@ -84,8 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv.append("--update-baseline")
     argv += args.pytest_args
     code = pytest.main(argv, plugins=[_SummaryOnly()])
-    if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR) \
-            or int(code) == 3:
+    if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
+                WORKER_FAILED_EXIT):
         return int(code)
     if not results.exists():
         print("opsuite: no case was selected; nothing recorded", file=sys.stderr)
@@ -127,13 +128,13 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
     try:
         case = Case.parse(args.case_id)
-        backend = backends.create(args.backend or backends.default())
+        backend_name = args.backend or backends.default()
+        backends.check_available(backend_name)
         catalog = build_catalog([case.kind])
         case = catalog.get(case.id)
     except (ValueError, KeyError, backends.BackendError) as exc:
         raise UserError(str(exc).strip('"')) from None
-    backend.configure_env()
-    backend.prepare()
+    backend = backends.open_backend(backend_name)
     record = run_case(case, catalog.source(case), backend, parse_samples(args.samples), tracebacks=True)
     trace = record.extra.pop("traceback", None)
     print(json.dumps(record.to_json(), indent=2))

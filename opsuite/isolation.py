@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from opsuite.record import CaseRecord, Failure, Stage, Status
 
@@ -48,8 +48,8 @@ class CasesRequest:
     """Ask the worker for the ids of its catalog's cases of one kind, with the given dtypes and directions."""
 
     kind: str
-    dtypes: tuple[str, ...] | None = None      # None: every dtype
-    directions: tuple[str, ...] | None = None  # None: every direction
+    dtypes: Sequence[str] | None = None      # None: every dtype
+    directions: Sequence[str] | None = None  # None: every direction
 
 
 # ---------------------------------------------------------------- the worker process
@@ -76,9 +76,7 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
     from opsuite.execute import first_line, run_case
 
     try:
-        backend = backends.create(config.backend)
-        backend.configure_env()
-        backend.prepare()
+        backend = backends.open_backend(config.backend)
         catalogs = {kind: build_catalog([kind]) for kind in config.kinds}
         _reply(conn, {"ready": True, "stack": backend.stack(), "env": backend.env()})
     except BaseException as exc:  # report any failure to open the backend, then stop

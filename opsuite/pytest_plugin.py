@@ -164,7 +164,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     kind = getattr(metafunc.module, "CASE_KIND")
     options = metafunc.config.stash[RUN_KEY]["options"]
-    request = CasesRequest(kind, _tuple(options["dtypes"]), _tuple(options["directions"]))
+    request = CasesRequest(kind, options["dtypes"], options["directions"])
     if metafunc.config.option.collectonly:  # listing only: no worker, build the catalog here
         from opsuite.catalog import build_catalog
 
@@ -176,10 +176,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
         metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
     metafunc.parametrize("case_id", ids, ids=ids)
-
-
-def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
-    return tuple(values) if values else None
 
 
 def _case_session(config: pytest.Config) -> "CaseSession":

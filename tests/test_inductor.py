@@ -68,10 +68,7 @@ SOURCE = ListSource({"sin": torch.sin, "print": _with_print, "untraceable": torc
 
 @pytest.fixture(scope="module")
 def inductor():
-    backend = backends.create("inductor")
-    backend.configure_env()
-    backend.prepare()
-    return backend
+    return backends.open_backend("inductor")
 
 
 def run(backend, name, direction="forward"):

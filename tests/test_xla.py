@@ -17,10 +17,7 @@ def catalog():
 
 @pytest.fixture(scope="module")
 def xla():
-    backend = backends.create("xla")
-    backend.configure_env()
-    backend.prepare()
-    return backend
+    return backends.open_backend("xla")
 
 
 def _run(catalog, xla, case_id):

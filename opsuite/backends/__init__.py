@@ -56,10 +56,14 @@ def check_available(name: str) -> None:
             raise BackendError(f"backend {name!r} cannot run here: {reason}")
 
 
-def create(name: str) -> Backend:
-    """A new backend object (its stack is not imported until `prepare`)."""
+def open_backend(name: str) -> Backend:
+    """The backend `name`, ready for cases: its environment set first, then its stack imported and the
+    device opened (raises if there is none)."""
     check_available(name)
-    return _load(REGISTRY[name][0])()
+    backend = _load(REGISTRY[name][0])()
+    backend.configure_env()
+    backend.prepare()
+    return backend
 
 
 def default() -> str:
