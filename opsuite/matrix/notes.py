@@ -51,8 +51,9 @@ def failure_text(cell: dict[str, Any], limit: int | None = None) -> str:
 
 
 def short(cell: dict[str, Any]) -> str:
-    """One line for a table cell: fallback ops, the error (cut short) or the measured error."""
-    parts = []
+    """One line for a table cell: fallback ops, the error (cut short) or the measured error; a cell that
+    passed (on the device or the host) starts with the samples it covers, since its claim ends there."""
+    parts = [sample_count(cell)] if cell["status"] in ("pass", "fallback") else []
     if cell.get("fallback_ops"):
         parts.append("host: " + ", ".join(cell["fallback_ops"]))
     if cell.get("failure"):
@@ -64,6 +65,21 @@ def short(cell: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
+def sample_count(cell: dict[str, Any]) -> str:
+    """How many samples a cell covers: `all 14 samples`, `2 of 14 samples`; empty when not recorded."""
+    available = cell.get("samples_available")
+    if available is None:
+        return ""
+    run = cell.get("samples_run", 0)
+    return f"all {available} samples" if run >= available else f"{run} of {available} samples"
+
+
+def worst_sample(cell: dict[str, Any]) -> str:
+    """The sample the cell's figures or error come from: `sample 3: (Tensor[5, 5]:float32, ...)`."""
+    worst = cell.get("worst_sample")
+    return f"sample {worst['index']}: {worst['label']}" if worst else ""
+
+
 def one_line(cell: dict[str, Any]) -> str:
     """`status: short note` of a cell, for listings."""
     note = short(cell)
@@ -72,7 +88,8 @@ def one_line(cell: dict[str, Any]) -> str:
 
 def details(cell: dict[str, Any]) -> list[tuple[str, str]]:
     """Every note of a cell as (label, text) pairs, in reading order; empty parts left out."""
-    rows = [("status", f"{cell['status']} (stage {cell['stage']})")]
+    count = sample_count(cell)
+    rows = [("status", f"{cell['status']} (stage {cell['stage']})" + (f", {count}" if count else ""))]
     if cell.get("fallback_ops"):
         rows.append(("ran on the host", ", ".join(cell["fallback_ops"])))
     if cell.get("host_syncs"):
@@ -81,6 +98,11 @@ def details(cell: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("error", failure_text(cell)))
     if measured(cell):
         rows.append(("measured", measured(cell)))
+    if worst_sample(cell) and cell["status"] not in ("pass", "skip"):
+        rows.append(("worst sample", worst_sample(cell)))
+    stopped = (cell.get("extra") or {}).get("samples_stopped")
+    if stopped:
+        rows.append(("samples stopped", str(stopped)))
     skip_reason = (cell.get("extra") or {}).get("skip_reason")
     if skip_reason:
         rows.append(("skipped", str(skip_reason)))
