@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 SHORT_MESSAGE = 100  # characters of an error message kept in a table cell
+COUNTED = ("pass", "fallback", "mismatch")  # statuses whose short note starts with the sample count
 
 
 def _num(value: float | None) -> str:
@@ -51,9 +52,10 @@ def failure_text(cell: dict[str, Any], limit: int | None = None) -> str:
 
 
 def short(cell: dict[str, Any]) -> str:
-    """One line for a table cell: fallback ops, the error (cut short) or the measured error; a cell that
-    passed (on the device or the host) starts with the samples it covers, since its claim ends there."""
-    parts = [sample_count(cell)] if cell["status"] in ("pass", "fallback") else []
+    """One line for a table cell: fallback ops, the error (cut short) or the measured error (the worst
+    sample's). A cell whose samples all ran to a verdict starts with how many samples it covers: a pass
+    claims nothing beyond them, and a mismatch's figures are the worst among them."""
+    parts = [sample_count(cell)] if cell["status"] in COUNTED else []
     if cell.get("fallback_ops"):
         parts.append("host: " + ", ".join(cell["fallback_ops"]))
     if cell.get("failure"):
