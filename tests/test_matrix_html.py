@@ -297,9 +297,11 @@ def test_index_page_search_finds_an_op_across_all_stacks(matrix, browser):
     for typed, subject in TYPED.items():
         assert _search(browser, typed)[0] == subject.partition("/")[2], typed
     normalise = "return opsuiteNames.normalise(arguments[0])"
-    assert browser.execute_script(normalise, "aten::index_put_") == "index_put"
-    assert browser.execute_script(normalise, "torch.ops.aten.index_put.out") == "index_put"
-    assert browser.execute_script(normalise, "__radd__") == "__radd__"
+    spellings = {"F.softmax": "nn.functional.softmax", "torch.nn.functional.softmax": "nn.functional.softmax",
+                 "F.softmax(x, dim=1)": "nn.functional.softmax", "aten::index_put_": "index_put",
+                 "torch.ops.aten.index_put.out": "index_put", "aten._softmax.default": "_softmax",
+                 "torch.Tensor.add_": "add", "torch.add.out": "add", "__radd__": "__radd__"}
+    assert {typed: browser.execute_script(normalise, typed) for typed in spellings} == spellings
 
     # The failure on torch 2.14.0: its column says so, and its details run no hostile script.
     names = _search(browser, "add")

@@ -6,9 +6,11 @@
   "use strict";
   const data = window.OPSUITE_SEARCH;
   const statuses = data.statuses, stacks = data.stacks;
-  const FIRST = 100;  // rows shown before "show all": a keystroke stays fast however many match
+  const FIRST = 50;  // rows shown before "show all": a keystroke stays fast however many match
+  const SUBJECT_WIDTH = 17, STACK_WIDTH = 9.5;  // em: a fixed layout, so a keystroke never measures every cell
   const subjects = data.subjects.map(([subject, names, entries]) => ({
     subject, entries, names: names.map(opsuiteNames.normalise),
+    text: names.map(opsuiteNames.normalise).join("\n"),  // one test rules most subjects out
     working: entries.every((e) => !e || statuses[e[0]] === "pass" || statuses[e[0]] === "skip"),
   }));
   const input = document.getElementById("q");
@@ -40,6 +42,15 @@
   }
 
   function header() {
+    const table = document.getElementById("search");
+    const columns = el("colgroup");
+    for (const width of [SUBJECT_WIDTH, ...stacks.map(() => STACK_WIDTH)]) {
+      const col = el("col");
+      col.style.width = width + "em";
+      columns.append(col);
+    }
+    table.prepend(columns);
+    table.style.width = SUBJECT_WIDTH + STACK_WIDTH * stacks.length + "em";
     const top = document.querySelector("#search thead tr.backends");
     const versions = document.querySelector("#search thead tr.stacks");
     let group = null;
@@ -140,15 +151,27 @@
     const found = [];
     for (const item of subjects) {
       if (failingOnly.checked && item.working) continue;
+      if (queries && !queries.some((query) => item.text.includes(query))) continue;
       const score = queries ? opsuiteNames.rank(queries, item.names) : 0;
       if (score >= 0) found.push([score, item]);
     }
     found.sort((a, b) => a[0] - b[0] || (a[1].subject < b[1].subject ? -1 : 1));
     const shown = found.slice(0, limit);
-    body.replaceChildren(...shown.map(([, item]) => row(item)));
-    for (const [, item] of shown) {  // details opened earlier come back closed
-      const toggle = built.get(item.subject).querySelector(".toggle");
-      toggle.setAttribute("aria-expanded", "false");
+    for (const open of body.querySelectorAll("tr.details-row")) {  // details opened earlier close
+      open.previousSibling.querySelector(".toggle").setAttribute("aria-expanded", "false");
+      open.remove();
+    }
+    // Rows already in place stay (typing on mostly keeps the rows and their order): less to lay out.
+    let next = body.firstChild;
+    for (const [, item] of shown) {
+      const tr = row(item);
+      if (tr === next) next = next.nextSibling;
+      else body.insertBefore(tr, next);
+    }
+    while (next) {
+      const after = next.nextSibling;
+      next.remove();
+      next = after;
     }
     count.textContent = found.length === shown.length ? String(found.length)
       : shown.length + " of " + found.length;
