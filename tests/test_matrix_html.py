@@ -123,11 +123,12 @@ def test_search_data_says_since_which_version_per_stack():
     assert [s["id"] for s in data["stacks"]] == [ids["2.15.0"], ids["2.14.0"], ids["real"]]  # newest first
     statuses = data["statuses"]
     rows = {subject: entries for subject, _, entries in data["subjects"]}
-    labels = [s["short"] for s in data["stacks"]]
+    torch = {snap.id: snap.data["versions"]["torch"] for snap in snaps}
+    assert [s["short"] for s in data["stacks"]] == [f"torch {torch[s['id']]}" for s in data["stacks"]]
     # [status, passing, applicable, samples, worst error, since, since uncertain, first case, cells]
     add = rows["ops/add"]
     assert [statuses[e[0]] for e in add] == ["pass", "runtime_error", "pass"]
-    assert [e[5:7] for e in add] == [[labels[0], False], [None, False], [labels[2], True]]
+    assert [e[5:7] for e in add] == [["2.15.0", False], [None, False], [torch[ids["real"]], True]]
     assert add[1][1:3] == [3, 4] and add[1][7] == "float32/forward"  # the failing case is shown first
     real_add = next(s for s in snaps if s.id == ids["real"]).cells
     assert add[2][3] == sum(c["samples_run"] for k, c in real_add.items() if k.startswith("ops/add/"))

@@ -147,18 +147,20 @@ def _subject_status(cells: list[dict[str, Any]]) -> str:
     return max(applicable, key=STATUSES.index)
 
 
-def _short_label(data: dict[str, Any]) -> str:
-    """The most significant version field of a snapshot, e.g. `torch_xla 2.9.0`."""
+def _short_label(data: dict[str, Any], named: bool = True) -> str:
+    """The most significant version field of a snapshot, e.g. `torch_xla 2.9.0` (`2.9.0` unnamed)."""
     field = stack.version_fields(data["backend"])[0]
     value = data["versions"].get(field)
-    return f"{field} {value}" if value is not None else data["label"]
+    if value is None:
+        return data["label"]
+    return f"{field} {value}" if named else str(value)
 
 
 def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, Any]:
     """The index page's search table: a column per stack (by backend, newest first), a row per subject.
 
     A row's entry for a stack is [status, passing cells, applicable cells, samples, worst error,
-    works since (label), since uncertain (the oldest stack that tested it), the case shown first,
+    works since (a version), since uncertain (the oldest stack that tested it), the case shown first,
     cells]; a cell is [dtype/direction, status, samples, short note]. Statuses are indices into
     `statuses`; 0 stands for a stack that has no case of the subject.
     """
@@ -173,7 +175,7 @@ def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
     columns_ = [snap for backend in sorted(by_backend)
                 for snap in sorted(by_backend[backend], key=lambda s: s.order_key, reverse=True)]
     terms = search_terms(lookup_index)
-    labels = {snap.id: _short_label(snap.data) for snap in snapshots}
+    versions = {snap.id: _short_label(snap.data, named=False) for snap in snapshots}  # under its column's name
     rows = []
     for subject in sorted(per_subject):
         entries: dict[str, Any] = {}
@@ -189,7 +191,7 @@ def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
         for snap in columns_:
             entry = entries.get(snap.id)
             if entry is not None and entry[5] is not None:
-                entry[5] = labels[entry[5]]
+                entry[5] = versions[entry[5]]
             row_entries.append(entry or 0)
         rows.append([subject, terms.get(subject, [subject.partition("/")[2]]), row_entries])
     return {

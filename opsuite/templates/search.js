@@ -7,7 +7,7 @@
   const data = window.OPSUITE_SEARCH;
   const statuses = data.statuses, stacks = data.stacks;
   const FIRST = 50;  // rows shown before "show all": a keystroke stays fast however many match
-  const SUBJECT_WIDTH = 17, STACK_WIDTH = 9.5;  // em: a fixed layout, so a keystroke never measures every cell
+  const SUBJECT_WIDTH = 16, STACK_WIDTH = 10;  // em: a fixed layout, so a keystroke never measures every cell
   const subjects = data.subjects.map(([subject, names, entries]) => ({
     subject, entries, names: names.map(opsuiteNames.normalise),
     text: names.map(opsuiteNames.normalise).join("\n"),  // one test rules most subjects out
@@ -79,9 +79,9 @@
     const head = link(stack, caseId, name === "pass" ? "✓ pass" : name, "status s-" + name);
     head.title = repro(caseId, stack);
     td.append(head);
-    const figures = [applicable ? passing + "/" + applicable + " pass" : null,
-                     samples === null ? null : samples + " samples", error(ratio)].filter(Boolean);
-    td.append(el("div", "figures", figures.join(" · ")));
+    if (applicable) td.append(el("span", "passing", passing + "/" + applicable));
+    const figures = [samples === null ? null : samples + " samples", error(ratio)].filter(Boolean);
+    if (figures.length) td.append(el("div", "figures", figures.join(" · ")));
     if (since) td.append(el("div", "since", "since " + (uncertain ? "≤ " : "") + since));
     return td;
   }
