@@ -6,7 +6,8 @@
   "use strict";
   const data = window.OPSUITE_SEARCH;
   const statuses = data.statuses, stacks = data.stacks;
-  const FIRST = 50;  // rows shown before "show all": a keystroke stays fast however many match
+  const FIRST = 30;  // rows shown before "show all" (over two screens): a keystroke stays fast however many match
+  const BATCH = 100;  // rows appended a frame past the first ones
   const SUBJECT_WIDTH = 16, STACK_WIDTH = 10;  // em: a fixed layout, so a keystroke never measures every cell
   const subjects = data.subjects.map(([subject, names, entries]) => ({
     subject, entries, names: names.map(opsuiteNames.normalise),
@@ -20,6 +21,7 @@
   const more = document.getElementById("more");
   const built = new Map();
   let limit = FIRST;
+  let generation = 0;  // of the rows being appended; a new search stops an older one's batches
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -163,7 +165,7 @@
     }
     // Rows already in place stay (typing on mostly keeps the rows and their order): less to lay out.
     let next = body.firstChild;
-    for (const [, item] of shown) {
+    for (const [, item] of shown.slice(0, FIRST)) {
       const tr = row(item);
       if (tr === next) next = next.nextSibling;
       else body.insertBefore(tr, next);
@@ -173,6 +175,13 @@
       next.remove();
       next = after;
     }
+    // Past the first rows ("show all"), a batch a frame: the page answers while they come.
+    const batches = ++generation;
+    (function append(from) {
+      if (batches !== generation || from >= shown.length) return;
+      body.append(...shown.slice(from, from + BATCH).map(([, item]) => row(item)));
+      requestAnimationFrame(() => append(from + BATCH));
+    })(FIRST);
     count.textContent = found.length === shown.length ? String(found.length)
       : shown.length + " of " + found.length;
     more.hidden = found.length === shown.length;
