@@ -52,7 +52,8 @@
       columns.append(col);
     }
     table.prepend(columns);
-    table.style.width = SUBJECT_WIDTH + STACK_WIDTH * stacks.length + "em";
+    // Wide enough for a case's details (notes, repro command) when there are few stacks.
+    table.style.width = `max(${SUBJECT_WIDTH + STACK_WIDTH * stacks.length}em, min(100%, 80em))`;
     const top = document.querySelector("#search thead tr.backends");
     const versions = document.querySelector("#search thead tr.stacks");
     let group = null;
