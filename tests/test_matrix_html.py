@@ -160,6 +160,9 @@ def test_search_terms_are_names_and_dispatched_aten_ops():
     assert set(terms) == set(lookup_index["subjects"])
     assert terms["ops/softmax"][0] == "softmax" and "aten::_softmax" in terms["ops/softmax"]
     assert terms["ops/add"][:1] == ["add"] and "aten::add.Tensor" in terms["ops/add"]
+    dotted = {"subjects": {"ops/nn.functional.gelu": {}},
+              "aten": {"aten::gelu": ["ops/nn.functional.gelu/float32/forward"]}}
+    assert render_html.search_terms(dotted) == {"ops/nn.functional.gelu": ["nn.functional.gelu", "gelu", "aten::gelu"]}
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,8 @@ def search_terms(lookup_index: dict[str, Any]) -> dict[str, list[str]]:
     The page's script normalises both these terms and what is typed (`F.`, `torch.`, `aten::`,
     overloads, a trailing `_`), so a term may be given in any of those spellings.
     """
-    terms = {subject: [subject.partition("/")[2], subject.rpartition(".")[2]] for subject in lookup_index["subjects"]}
+    terms = {subject: [name, name.rpartition(".")[2]]
+             for subject, name in ((s, s.partition("/")[2]) for s in lookup_index["subjects"])}
     for op, case_ids in lookup_index["aten"].items():
         for case_id in case_ids:
             kind, name, _, _ = split_id(case_id)
@@ -165,35 +166,27 @@ def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
     `statuses`; 0 stands for a stack that has no case of the subject.
     """
     by_backend: dict[str, list[Snapshot]] = defaultdict(list)
-    for snap in snapshots:
-        by_backend[snap.backend].append(snap)
+    for snap in sorted(snapshots, key=lambda s: (s.backend, s.order_key)):
+        by_backend[snap.backend].append(snap)  # oldest first
     per_subject: dict[str, dict[str, list[tuple[str, dict]]]] = defaultdict(lambda: defaultdict(list))
     for snap in snapshots:
         for case_id, cell in snap.cells.items():
             kind, name, dtype, direction = split_id(case_id)
             per_subject[f"{kind}/{name}"][snap.id].append((f"{dtype}/{direction}", cell))
-    columns_ = [snap for backend in sorted(by_backend)
-                for snap in sorted(by_backend[backend], key=lambda s: s.order_key, reverse=True)]
+    columns_ = [snap for backend in sorted(by_backend) for snap in reversed(by_backend[backend])]
     terms = search_terms(lookup_index)
     versions = {snap.id: _short_label(snap.data, named=False) for snap in snapshots}  # under its column's name
     rows = []
     for subject in sorted(per_subject):
-        entries: dict[str, Any] = {}
-        for backend, snaps in by_backend.items():
-            oldest_first = sorted(snaps, key=lambda s: s.order_key)
-            timeline = []
-            for snap in oldest_first:
+        entries: dict[str, list[Any]] = {}
+        for snaps in by_backend.values():
+            timeline: list[tuple[str, str | None]] = []
+            for snap in snaps:
                 cells = per_subject[subject].get(snap.id)
                 timeline.append((snap.id, _subject_status([c for _, c in cells]) if cells else None))
                 if cells:
-                    entries[snap.id] = _entry(subject, backend, cells, timeline)
-        row_entries = []
-        for snap in columns_:
-            entry = entries.get(snap.id)
-            if entry is not None and entry[5] is not None:
-                entry[5] = versions[entry[5]]
-            row_entries.append(entry or 0)
-        rows.append([subject, terms.get(subject, [subject.partition("/")[2]]), row_entries])
+                    entries[snap.id] = _entry(cells, timeline, versions)
+        rows.append([subject, terms[subject], [entries.get(snap.id, 0) for snap in columns_]])
     return {
         "statuses": list(STATUSES),
         "stacks": [{"id": snap.id, "backend": snap.backend, "label": snap.data["label"],
@@ -202,9 +195,10 @@ def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
     }
 
 
-def _entry(subject: str, backend: str, cells: list[tuple[str, dict]],
-           timeline: list[tuple[str, str | None]]) -> list[Any]:
-    """One subject's entry for one stack (see search_data), `timeline` ending with that stack."""
+def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]],
+           versions: dict[str, str]) -> list[Any]:
+    """One subject's entry for one stack (see search_data): its cells, and its timeline (snapshot id,
+    status) on the stack's backend, oldest first, ending with that stack."""
     cells = sorted(cells, key=lambda kc: column_order(kc[0]))
     status = _subject_status([c for _, c in cells])
     applicable = [(k, c) for k, c in cells if c["status"] != "skip"]
@@ -218,7 +212,7 @@ def _entry(subject: str, backend: str, cells: list[tuple[str, dict]],
     first = next((k for k, c in applicable if c["status"] == status), cells[0][0])
     return [STATUSES.index(status), sum(c["status"] == "pass" for _, c in applicable), len(applicable),
             sum(samples) if samples else None, max(errors) if errors else None,
-            facts["works_since"], uncertain, first,
+            versions.get(facts["works_since"]), uncertain, first,
             [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell)] for key, cell in cells]]
 
 
