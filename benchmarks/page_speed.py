@@ -113,13 +113,14 @@ def synthesise(source: Path, dest: Path, count: int) -> int:
     return len(snapshots)
 
 
-def browser():
+def browser(profile: Path):
+    """Headless Chromium with its profile in `profile`, reporting main-thread CPU time."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='opsuite-bench-chromium-')}"):
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.execute_cdp_cmd("Performance.enable", {"timeDomain": "threadTicks"})
@@ -189,7 +190,7 @@ def main() -> int:
         base = synthesise(args.matrix, work / "base", 0)
         print(f"grown: {args.snapshots} snapshots")
         grown = synthesise(args.matrix, work / "grown", args.snapshots)
-        driver = browser()
+        driver = browser(work / "chromium-profile")
         figures = {base: measure_index(driver, work / "base" / "index.html", args.repeat),
                    grown: measure_index(driver, work / "grown" / "index.html", args.repeat)}
         largest = max(snapshot.load_all(work / "base"), key=lambda s: len(s.cells))
