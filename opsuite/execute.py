@@ -238,7 +238,9 @@ def _run_sample(case: Case, sample: Sample, index: int, backend: Backend, record
     name = f"sample {index} {'grad' if case.direction == 'backward' else 'output'}"
     selects = (sample.args[0].detach(), sample.index_dim) \
         if sample.index_dim is not None and isinstance(sample.args[0], torch.Tensor) else None
-    return numerics.leaves(name, host_out, cpu_out, ref_out, extent=recorder.largest, selects=selects), cpu_seconds
+    backward = case.direction == "backward"
+    return numerics.leaves(name, host_out, cpu_out, ref_out, extent=recorder.largest,
+                           selects=None if backward else selects, ties=selects if backward else None), cpu_seconds
 
 
 def _call(sample: Sample, inputs: tuple[tuple, dict], direction: str, index: int, device: torch.device,

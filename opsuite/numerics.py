@@ -15,7 +15,8 @@ same input values:
   (XLA:CPU does this; R can then exceed 10), and far from a wrong result, which is off by a large
   fraction somewhere;
 - indices of a selection op (sort, topk, max with dim...): right when they select the same values as
-  CPU's, so that tied values may come in any order (a stable sort's are compared exactly);
+  CPU's, so that tied values may come in any order (a stable sort's are compared exactly); its input's
+  gradient is compared up to the same choice (the gradients at tied input values in any order);
 - rounding_noise: an output whose exact value is zero (up to rounding) next to the other outputs of the
   case, e.g. the gradient of a bias that a softmax cancels: its error is judged against the largest
   reference magnitude in the case: within one unit of roundoff of the dtype at that magnitude;
@@ -66,15 +67,18 @@ class Leaf:
     reference: Any  # float64 (or complex128) result, or the CPU result when no float64 one exists
     reduction_length: int = 1  # how many input elements may be accumulated into one of its elements
     selects: tuple[torch.Tensor, int] | None = None  # (input, dim) that its indices select along
+    ties: tuple[torch.Tensor, int] | None = None  # (input, dim) whose tied values may swap its elements
 
 
 def leaves(name: str, device: Any, cpu: Any, reference: Any, extent: int = 1,
-           selects: tuple[torch.Tensor, int] | None = None) -> list[Leaf]:
+           selects: tuple[torch.Tensor, int] | None = None,
+           ties: tuple[torch.Tensor, int] | None = None) -> list[Leaf]:
     """Pair up the flattened outputs of three runs of one call.
 
     `extent` is the largest tensor (in elements) the CPU's computation touched: a leaf of n elements may
     accumulate up to about extent / n values into each. `selects` is the (input, dim) that the
-    call's integer outputs index into, for a selection op whose indices may order ties differently.
+    call's integer outputs index into, for a selection op whose indices may order ties differently;
+    `ties` the same for gradients of a selection op, which tied elements of the input may swap.
     """
     dev_flat, dev_spec = pytree.tree_flatten(pytree.tree_map_only(torch.Tensor, _dense, device))
     cpu_flat, cpu_spec = pytree.tree_flatten(pytree.tree_map_only(torch.Tensor, _dense, cpu))
@@ -88,7 +92,7 @@ def leaves(name: str, device: Any, cpu: Any, reference: Any, extent: int = 1,
     def length(value: Any) -> int:
         return max(1, extent // max(1, value.numel())) if isinstance(value, torch.Tensor) else 1
 
-    return [Leaf(f"{name}[{i}]" if suffix else name, d, c, r, length(c), selects)
+    return [Leaf(f"{name}[{i}]" if suffix else name, d, c, r, length(c), selects, ties)
             for i, (d, c, r) in enumerate(zip(dev_flat, cpu_flat, ref_flat))]
 
 
@@ -142,7 +146,23 @@ def _judge_leaf(leaf: Leaf, shape_only: str | None, scale: float) -> Numerics:
         note = None if equal else f"{int((dev != cpu).sum())} of {cpu.numel()} elements differ"
         return Numerics(verdict=Verdict.EXACT if equal else Verdict.WRONG, worst_output=leaf.name,
                         max_abs_err=0.0 if equal else _max_int_diff(dev, cpu), note=note)
+    if leaf.ties is not None and leaf.ties[0].shape == cpu.shape and isinstance(ref, torch.Tensor) \
+            and ref.shape == cpu.shape:
+        dev, cpu, ref = (_tie_order(t, *leaf.ties) for t in (dev, cpu, ref))
     return _judge_floating(leaf.name, dev, cpu, ref, scale, leaf.reduction_length)
+
+
+def _tie_order(t: torch.Tensor, source: torch.Tensor, dim: int) -> torch.Tensor:
+    """`t` with the elements at tied values of `source` (along `dim`) put in the order of their own values.
+
+    A selection op's gradient reaches the elements it selected; among equal values, which one is
+    selected is the implementation's choice, so gradients are compared up to that choice.
+    """
+    if source.dim() == 0:
+        return t
+    own = t.detach().argsort(dim=dim, stable=True)
+    by_source = source.gather(dim, own).argsort(dim=dim, stable=True)
+    return t.gather(dim, own.gather(dim, by_source))
 
 
 def _judge_selection(name: str, dev: torch.Tensor, cpu: torch.Tensor, source: torch.Tensor, dim: int) -> Numerics:

@@ -199,3 +199,15 @@ def test_worst_figures_are_the_largest_error_when_cpu_is_exact():
     ratio_worse = Numerics(verdict=Verdict.WRONG, max_abs_err=0.1, ratio=50.0)
     assert min([ratio_worse, Numerics(verdict=Verdict.WRONG, max_abs_err=1.0, ratio=2.0)],
                key=numerics.severity) is ratio_worse
+
+
+def test_a_selection_ops_gradient_may_go_to_either_of_tied_values():
+    source = torch.tensor([[3.0, 3.0, 1.0], [2.0, 5.0, 2.0]], dtype=torch.bfloat16)
+    cpu = torch.tensor([[0.5, -1.0, 2.0], [0.25, 1.0, 0.0]], dtype=torch.bfloat16)  # sort's cotangents
+    swapped = cpu[:, [1, 0, 2]].clone()
+    swapped[1] = cpu[1, [2, 1, 0]]  # in each row, the gradients of the tied inputs swapped
+    ref = cpu.double()
+    assert judge([Leaf("g", swapped, cpu, ref, ties=(source, 1))]).verdict is Verdict.CLOSE
+    assert judge([Leaf("g", swapped, cpu, ref)]).verdict is Verdict.WRONG  # without the op's knowledge
+    untied = cpu[:, [2, 1, 0]].clone()  # row 0: the 1.0's gradient moved to a 3.0
+    assert judge([Leaf("g", untied, cpu, ref, ties=(source, 1))]).verdict is Verdict.WRONG
