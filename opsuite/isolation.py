@@ -91,7 +91,7 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
     def on_stage(stage: Stage) -> None:
         stage_value.value = _STAGES.index(stage)
 
-    def on_sample(index: int, label: str, done: list[dict[str, Any]], available: int) -> None:
+    def on_sample(index: int, label: str, done: list[dict[str, Any]], available: int | None) -> None:
         _announce(sample_path, {"case_id": case_id, "index": index, "label": label, "done": done,
                                 "available": available})
 

@@ -68,11 +68,12 @@ def short(cell: dict[str, Any]) -> str:
 
 
 def sample_count(cell: dict[str, Any]) -> str:
-    """How many samples a cell covers: `all 14 samples`, `2 of 14 samples`; empty when not recorded."""
+    """How many samples a cell covers: `all 14 samples`, `2 of 14 samples`, or `2 samples` when the
+    run did not count them (a run of the first few samples, or one from before counts were kept)."""
+    run = cell.get("samples_run", 0)
     available = cell.get("samples_available")
     if available is None:
-        return ""
-    run = cell.get("samples_run", 0)
+        return f"{run} sample{'s' if run != 1 else ''}"
     return f"all {available} samples" if run >= available else f"{run} of {available} samples"
 
 
