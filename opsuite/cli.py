@@ -18,6 +18,7 @@ from typing import Callable
 from opsuite import CASES_DIR
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
+from opsuite.vocabulary import NOT_APPLICABLE, WORKING
 
 
 class UserError(Exception):
@@ -140,7 +141,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     print(json.dumps(record.to_json(), indent=2))
     if trace:
         print(trace, file=sys.stderr)
-    return 0 if record.status.value in ("pass", "skip") else 1
+    return 0 if record.status.value in WORKING | {NOT_APPLICABLE} else 1
 
 
 # ---------------------------------------------------------------- opsuite summary

@@ -12,9 +12,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from opsuite import vocabulary
+
 
 class Status(str, enum.Enum):
-    """How a case ended, from best to worst in `SEVERITY` order."""
+    """How a case ended (the words of `vocabulary.STATUSES`); `SEVERITY` orders them worst first."""
 
     PASS = "pass"                    # ran on the device, numerics within the verdict's bounds
     FALLBACK = "fallback"            # ran and matched, but named aten ops ran on the host
@@ -30,11 +32,10 @@ class Status(str, enum.Enum):
 
 
 # Worst first: when several things went wrong in one case, the record keeps the worst.
-SEVERITY = [Status.CRASH, Status.TIMEOUT, Status.COMPILE_ERROR, Status.RUNTIME_ERROR,
-            Status.MISMATCH, Status.FALLBACK, Status.PASS, Status.SKIP]
+SEVERITY = [Status(s) for s in vocabulary.SEVERITY]
 
 # Statuses in which the case produced a device result that can be trusted as a port target.
-WORKING = {Status.PASS}
+WORKING = {Status(s) for s in vocabulary.WORKING}
 
 
 class Stage(str, enum.Enum):

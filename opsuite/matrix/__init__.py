@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from opsuite import vocabulary
+
 # The repository's matrix, next to `cases/`.
 DEFAULT_MATRIX = Path(__file__).resolve().parent.parent.parent / "matrix"
 
-# Display order of the case-id parts. The catalog defines the same names but imports torch.
-DTYPE_ORDER = ("float32", "bfloat16", "float16", "int32", "int64", "bool")
-DIRECTION_ORDER = ("forward", "backward", "train")
+# Display order of the case-id parts.
+DTYPE_ORDER = vocabulary.DTYPES
+DIRECTION_ORDER = vocabulary.DIRECTIONS
 
 
 class MatrixError(Exception):

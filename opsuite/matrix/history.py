@@ -12,18 +12,18 @@ from typing import Any
 from tabulate import tabulate
 
 from opsuite.matrix import lookup, stack
+from opsuite.vocabulary import NOT_APPLICABLE, WORKING
 
-WORKING = "pass"
 
 
 def timeline_facts(timeline: list[tuple[str, str | None]]) -> dict[str, Any]:
     """From (snapshot id, status or None) oldest first: works since, and every snapshot where it stopped."""
-    seen = [(label, status) for label, status in timeline if status not in (None, "skip")]
+    seen = [(label, status) for label, status in timeline if status not in (None, NOT_APPLICABLE)]
     stopped = [label for (_, before), (label, after) in zip(seen, seen[1:])
-               if before == WORKING and after != WORKING]
+               if before in WORKING and after not in WORKING]
     since = None
     for label, status in reversed(seen):
-        if status != WORKING:
+        if status not in WORKING:
             break
         since = label
     return {"works_since": since, "stopped_in": stopped}

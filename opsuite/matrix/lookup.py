@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, stack
+from opsuite.vocabulary import parse_case_id
 
 ATEN_PREFIXES = ("torch.ops.aten.", "aten::", "aten.")
 
@@ -60,7 +61,7 @@ def resolve(query: str, index: dict[str, Any]) -> list[Match]:
         matches: dict[str, Match] = {}
         for op in _record_keys(index, *aten):
             for case_id in index["aten"][op]:
-                kind, name, dtype, direction = case_id.split("/")
+                kind, name, dtype, direction = parse_case_id(case_id)
                 match = matches.setdefault(f"{kind}/{name}", Match(f"{kind}/{name}", set()))
                 match.only.add(f"{dtype}/{direction}")
                 if op not in match.via:

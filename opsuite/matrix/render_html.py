@@ -11,13 +11,10 @@ from collections import defaultdict
 from typing import Any
 
 from opsuite.matrix import notes
+from opsuite.vocabulary import STATUS_COLORS
 from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
 
-STATUS_COLORS = {
-    "pass": "#2e7d32", "fallback": "#c0a000", "mismatch": "#ef6c00", "compile_error": "#c62828",
-    "runtime_error": "#8e0000", "crash": "#6a1b9a", "timeout": "#546e7a", "skip": "#bdbdbd",
-}
 BAR_WIDTH = 480  # px of a full (100 %) bar in the coverage chart
 ROW_HEIGHT = 26
 

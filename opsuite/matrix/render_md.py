@@ -9,10 +9,11 @@ from typing import Any
 
 from tabulate import tabulate
 
+from opsuite import vocabulary
 from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, notes
 from opsuite.matrix.snapshot import Snapshot, category, split_id
 
-STATUSES = ("pass", "fallback", "mismatch", "compile_error", "runtime_error", "crash", "timeout", "skip")
+STATUSES = vocabulary.STATUSES
 # Backslash-escaping these keeps error texts literal: no emphasis, links, table breaks or raw HTML.
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|&#])")
 
@@ -53,9 +54,9 @@ def summary_rows(cells: dict[str, dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for name, statuses in groups_all:
         counts = {s: statuses.count(s) for s in STATUSES}
-        applicable = len(statuses) - counts["skip"]
-        rows.append([name, *counts.values(), len(statuses),
-                     100.0 * counts["pass"] / applicable if applicable else None])
+        applicable = len(statuses) - counts[vocabulary.NOT_APPLICABLE]
+        working = sum(counts[s] for s in vocabulary.WORKING)
+        rows.append([name, *counts.values(), len(statuses), 100.0 * working / applicable if applicable else None])
     return rows
 
 

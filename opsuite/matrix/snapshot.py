@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opsuite import vocabulary
 from opsuite.matrix import MatrixError, stack
 
 if TYPE_CHECKING:
@@ -57,8 +58,7 @@ class Snapshot:
 
 def split_id(case_id: str) -> tuple[str, str, str, str]:
     """`ops/nn.functional.softmax/float32/forward` -> (kind, name, dtype, direction)."""
-    kind, name, dtype, direction = case_id.split("/")
-    return kind, name, dtype, direction
+    return vocabulary.parse_case_id(case_id)
 
 
 def category(case_id: str) -> str:
@@ -74,8 +74,9 @@ def category(case_id: str) -> str:
 def summarise(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Case count, count per status, and pass % of the applicable (not skipped) cases."""
     counts = Counter(cell["status"] for cell in cells.values())
-    applicable = len(cells) - counts.get("skip", 0)
-    pct = round(100.0 * counts.get("pass", 0) / applicable, 2) if applicable else None
+    applicable = len(cells) - counts.get(vocabulary.NOT_APPLICABLE, 0)
+    working = sum(counts.get(s, 0) for s in vocabulary.WORKING)
+    pct = round(100.0 * working / applicable, 2) if applicable else None
     return {"cases": len(cells), "counts": dict(sorted(counts.items())), "pass_pct": pct}
 
 
