@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,7 @@ class Numerics:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Numerics":
-        return cls(**{**data, "verdict": Verdict(data["verdict"])})
+        return cls(**{**_known_fields(cls, data), "verdict": Verdict(data["verdict"])})
 
 
 @dataclass
@@ -153,14 +154,24 @@ class CaseRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CaseRecord":
-        """Inverse of `to_json`; unknown keys (such as `kind`) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
+        """Inverse of `to_json`; unknown keys (such as `kind`, or a newer minor schema's fields) are ignored."""
+        kwargs = _known_fields(cls, data)
         kwargs["status"] = Status(data["status"])
         kwargs["stage"] = Stage(data["stage"])
         kwargs["numerics"] = Numerics.from_json(data["numerics"]) if data.get("numerics") else None
-        kwargs["failure"] = Failure(**data["failure"]) if data.get("failure") else None
+        kwargs["failure"] = Failure(**_known_fields(Failure, data["failure"])) if data.get("failure") else None
         return cls(**kwargs)
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The items of `data` that are fields of the dataclass `cls`: a newer writer's extra keys are ignored."""
+    names = _field_names(cls)
+    return {k: v for k, v in data.items() if k in names}
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def worst(statuses: list[Status]) -> Status:

@@ -146,26 +146,23 @@ def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, 
 
 @functools.cache
 def _validator():
-    import jsonschema
     from importlib import resources
 
-    schema = json.loads(resources.files("opsuite").joinpath(f"schemas/snapshot-v{SCHEMA_VERSION}.json").read_text())
-    return jsonschema.validators.validator_for(schema)(schema)
+    from opsuite.schema_check import Validator
+
+    return Validator(json.loads(resources.files("opsuite").joinpath(f"schemas/snapshot-v{SCHEMA_VERSION}.json").read_text()))
 
 
 def validate(data: Any, where: str) -> None:
     """Raise MatrixError unless `data` is a snapshot of the version this opsuite reads."""
-    import jsonschema
-
     if not isinstance(data, dict) or data.get("format") != "opsuite-snapshot":
         raise MatrixError(f"{where}: not an opsuite snapshot")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise MatrixError(f"{where}: snapshot schema version {data.get('schema_version')!r} is not supported "
                           f"(this opsuite reads version {SCHEMA_VERSION})")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
-    if error is not None:
-        at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise MatrixError(f"{where}: bad snapshot: {at}: {error.message}")
+    problem = _validator().problem(data)
+    if problem:
+        raise MatrixError(f"{where}: bad snapshot: {problem}")
 
 
 def load(path: str | Path) -> Snapshot:
