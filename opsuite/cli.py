@@ -18,7 +18,7 @@ from typing import Callable
 from opsuite import CASES_DIR
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
-from opsuite.vocabulary import NOT_APPLICABLE, WORKING
+from opsuite.vocabulary import KINDS, NOT_APPLICABLE, WORKING, check_choices
 
 
 class UserError(Exception):
@@ -42,6 +42,9 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
                              "when a case that passed there does not pass now")
     parser.add_argument("--update-baseline", action="store_true",
                         help="with --baseline: publish this run as a snapshot into the baseline's matrix")
+    parser.add_argument("--resume", metavar="RESULTS",
+                        help="continue a killed run: skip the cases its results file holds, append the others to it "
+                             "(backend, kinds, samples, dtypes, directions and -k are the run's own)")
     parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
 
 
@@ -54,13 +57,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
     from opsuite import backends, summary
-    from opsuite.pytest_plugin import WORKER_FAILED_EXIT
+    from opsuite.pytest_plugin import RESULTS_FAILED_EXIT, WORKER_FAILED_EXIT, check_options
     from opsuite.results import load
 
+    if args.resume:
+        _take_resumed_options(args)
     backend = args.backend or backends.default()
     try:
         backends.check_available(backend)
-    except backends.BackendError as exc:
+        check_options(args.samples, args.dtypes, args.directions, args.case_timeout, args.workers)
+        check_choices(_csv(args.kinds), KINDS, "case kind")
+    except (backends.BackendError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if args.update_baseline and not args.baseline:
         raise UserError("--update-baseline needs --baseline SNAPSHOT")
@@ -68,14 +75,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from opsuite.matrix import baseline
 
         snap = baseline.load(args.baseline, backend)
-    results = Path(args.results or Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
-    if results.exists():
-        raise UserError(f"{results} already exists; results files are never overwritten")
+    results = Path(args.resume or args.results or
+                   Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    if results.exists() and not args.resume:
+        raise UserError(f"{results} already exists; results files are never overwritten (continue a killed run "
+                        f"with --resume {results})")
     files = [str(CASES_DIR / f"test_{kind}.py") for kind in _csv(args.kinds)]
-    for file in files:
-        if not Path(file).exists():
-            raise UserError(f"no case kind {Path(file).stem.removeprefix('test_')!r}; known: ops, blocks, models")
-    argv = [*files, "--backend", backend, "--samples", args.samples, "--results", str(results),
+    argv = [*files, "--backend", backend, "--samples", args.samples,
+            *(["--resume", str(results)] if args.resume else ["--results", str(results)]),
             "-q", "--tb=no", "-p", "no:cacheprovider", "--rootdir", str(CASES_DIR.parent)]
     for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--dtypes", args.dtypes),
                         ("--directions", args.directions), ("--case-timeout", args.case_timeout),
@@ -86,8 +93,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv.append("--update-baseline")
     argv += args.pytest_args
     code = pytest.main(argv, plugins=[_SummaryOnly()])
+    if code == RESULTS_FAILED_EXIT:
+        print(f"opsuite: the run stopped: {results} could not be written; the cases finished before are "
+              f"kept (continue with --resume {results} once there is room)", file=sys.stderr)
     if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
-                WORKER_FAILED_EXIT):
+                WORKER_FAILED_EXIT, RESULTS_FAILED_EXIT):
         return int(code)
     if not results.exists():
         print("opsuite: no case was selected; nothing recorded", file=sys.stderr)
@@ -103,6 +113,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(baseline.report(snap, cells, changes))
         return 1 if changes["regressed"] else 0
     return 0
+
+
+def _take_resumed_options(args: argparse.Namespace) -> None:
+    """`--resume FILE`: the run's backend and selection, from its header (a conflicting option is refused)."""
+    from opsuite.results import ResultsError, load_for_resume
+
+    if args.results:
+        raise UserError("--resume appends to the results file it names; --results cannot be given with it")
+    try:
+        header = load_for_resume(args.resume).header
+    except ResultsError as exc:
+        raise UserError(str(exc)) from None
+    options = header["options"]
+    recorded = {"backend": header["backend"], "keyword": options.get("keyword"),
+                "dtypes": ",".join(options["dtypes"]) if options.get("dtypes") else None,
+                "directions": ",".join(options["directions"]) if options.get("directions") else None}
+    for name, value in recorded.items():
+        if getattr(args, name) not in (None, value):
+            raise UserError(f"--resume {args.resume}: the run was started with {name} {value!r}, not "
+                            f"{getattr(args, name)!r}; a resumed run keeps its own selection")
+        setattr(args, name, value)
+    args.samples = str(options.get("samples", args.samples))
+    args.kinds = ",".join(header["catalog"].get("kinds", _csv(args.kinds)))
 
 
 class _SummaryOnly:

@@ -18,11 +18,12 @@ import functools
 import gzip
 import json
 import os
+import sys
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from opsuite.record import CaseRecord
 from opsuite.schema_check import Validator
@@ -30,6 +31,7 @@ from opsuite.schema_check import Validator
 SCHEMA_VERSION = 1  # major: a reader refuses a file of a newer major version
 SCHEMA_MINOR = 1    # minor: only adds optional fields, which older readers of the same major version ignore
 GZIP_MAGIC = b"\x1f\x8b"
+_OP_LISTS = ("fallback_ops", "host_syncs", "aten_ops")
 
 
 class ResultsError(Exception):
@@ -127,24 +129,28 @@ def _write_whole(fd: int, data: bytes, size: int, path: Path) -> None:
 
 
 class _NonFinite(ValueError):
-    pass
+    """NaN or an infinity in a line (Python's json reads them; JSON has no such numbers)."""
+
+
+class _Torn(Exception):
+    """The last line of a file, without its newline and not parseable: a write that was cut short."""
 
 
 def _refuse_constant(name: str) -> Any:
     raise _NonFinite(name)
 
 
-def _read_bytes(path: Path) -> bytes:
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes, read as they are or through gzip (told by its first two bytes)."""
     try:
-        raw = path.read_bytes()
+        handle = open(path, "rb")
+        if handle.read(2) == GZIP_MAGIC:
+            handle.seek(0)
+            return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+        handle.seek(0)
+        return handle
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read results file: {exc.strerror}") from None
-    if raw.startswith(GZIP_MAGIC):
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ResultsError(f"{path}: a damaged gzip file ({exc})") from None
-    return raw
 
 
 def _check_header(path: Path, number: int, obj: dict[str, Any], warnings: list[str]) -> None:
@@ -165,60 +171,76 @@ def _check_header(path: Path, number: int, obj: dict[str, Any], warnings: list[s
                         f"{SCHEMA_VERSION}.{SCHEMA_MINOR} this opsuite knows: fields it does not know are ignored")
 
 
+def _read_line(path: Path, number: int, chunk: bytes, run: Run | None, warnings: list[str],
+               case_validator: Validator) -> Run | None:
+    """Take line `number` into the run (made from the header line); returns the run.
+
+    Raises _Torn for a last line without its newline (a writer killed mid-line) that does not parse.
+    """
+    if not chunk.strip():
+        return run
+    try:
+        obj = json.loads(chunk.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not chunk.endswith(b"\n"):  # the last line, cut short
+            raise _Torn from None
+        if isinstance(exc, UnicodeDecodeError):
+            raise ResultsError(f"{path}:{number}: not UTF-8 text (byte 0x{chunk[exc.start]:02x} at column "
+                               f"{exc.start + 1}); the file is corrupt") from None
+        raise ResultsError(f"{path}:{number}: not valid JSON ({exc.msg}); the file is corrupt") from None
+    except _NonFinite as exc:
+        raise ResultsError(f"{path}:{number}: {exc} is not a number a results file may hold "
+                           f"(finite numbers or null)") from None
+    if not isinstance(obj, dict):
+        raise ResultsError(f"{path}:{number}: expected a JSON object")
+    if run is None:
+        _check_header(path, number, obj, warnings)
+        return Run(path=path, header=obj, warnings=warnings)
+    problem = case_validator.problem(obj)
+    if problem:
+        raise ResultsError(f"{path}:{number}: bad case record: {problem}")
+    if obj["run_id"] != run.header["run_id"]:
+        raise ResultsError(f"{path}:{number}: case belongs to run {obj['run_id']!r}, "
+                           f"not to this file's run {run.header['run_id']!r}")
+    if obj["backend"] != run.backend:
+        raise ResultsError(f"{path}:{number}: a case of backend {obj['backend']!r} under a header of "
+                           f"backend {run.backend!r}")
+    case_id = obj["case_id"]
+    if case_id in run.lines:
+        raise ResultsError(f"{path}:{number}: case {case_id} is recorded twice (first at line "
+                           f"{run.lines[case_id]})")
+    for name in _OP_LISTS:  # the same few thousand op names recur in every line: keep one copy of each
+        obj[name] = [sys.intern(op) for op in obj.get(name, ())]
+    run.records.append(CaseRecord.from_json(obj))
+    run.lines[case_id] = number
+    return run
+
+
 def load(path: str | Path) -> Run:
     """Read and validate a results file, plain or gzip; raises ResultsError with the file, line and reason.
 
     A torn last line is dropped with a warning in `Run.warnings` (the cases before it load).
     """
     path = Path(path)
-    raw = _read_bytes(path)
     case_validator = _validators()[1]
     warnings: list[str] = []
     run: Run | None = None
-    chunks = raw.split(b"\n")
-    offset = 0
-    for number, chunk in enumerate(chunks, start=1):
-        start, offset = offset, offset + len(chunk) + 1
-        if not chunk.strip():
-            continue
-        last = number == len(chunks)  # only an unterminated line is last: split leaves b"" after a final "\n"
+    offset = 0  # of the line being read
+    with _open(path) as handle:
         try:
-            obj = json.loads(chunk.decode("utf-8"), parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            if last:  # a writer killed mid-line: what it had finished is whole
-                warnings.append(f"{path}:{number}: torn last line dropped (an interrupted write); "
-                                f"{len(run.records) if run else 0} finished cases before it are loaded")
-                if run is not None:
-                    run.torn_at = start
-                break
-            if isinstance(exc, UnicodeDecodeError):
-                raise ResultsError(f"{path}:{number}: not UTF-8 text (byte 0x{chunk[exc.start]:02x} at column "
-                                   f"{exc.start + 1}); the file is corrupt") from None
-            raise ResultsError(f"{path}:{number}: not valid JSON ({exc.msg}); the file is corrupt") from None
-        except _NonFinite as exc:
-            raise ResultsError(f"{path}:{number}: {exc} is not a number a results file may hold "
-                               f"(finite numbers or null)") from None
-        if not isinstance(obj, dict):
-            raise ResultsError(f"{path}:{number}: expected a JSON object")
-        if run is None:
-            _check_header(path, number, obj, warnings)
-            run = Run(path=path, header=obj, warnings=warnings)
-            continue
-        problem = case_validator.problem(obj)
-        if problem:
-            raise ResultsError(f"{path}:{number}: bad case record: {problem}")
-        if obj["run_id"] != run.header["run_id"]:
-            raise ResultsError(f"{path}:{number}: case belongs to run {obj['run_id']!r}, "
-                               f"not to this file's run {run.header['run_id']!r}")
-        if obj["backend"] != run.backend:
-            raise ResultsError(f"{path}:{number}: a case of backend {obj['backend']!r} under a header of "
-                               f"backend {run.backend!r}")
-        case_id = obj["case_id"]
-        if case_id in run.lines:
-            raise ResultsError(f"{path}:{number}: case {case_id} is recorded twice (first at line "
-                               f"{run.lines[case_id]})")
-        run.records.append(CaseRecord.from_json(obj))
-        run.lines[case_id] = number
+            for number, chunk in enumerate(handle, start=1):
+                try:
+                    run = _read_line(path, number, chunk, run, warnings, case_validator)
+                except _Torn:
+                    warnings.append(f"{path}:{number}: torn last line dropped (an interrupted write); "
+                                    f"{len(run.records) if run else 0} finished cases before it are loaded")
+                    if run is not None:
+                        run.torn_at = offset
+                offset += len(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise ResultsError(f"{path}: a damaged gzip file ({exc})") from None
+        except OSError as exc:
+            raise ResultsError(f"{path}: cannot read results file: {exc.strerror}") from None
     if run is None:
         raise ResultsError(f"{path}: empty results file (no complete header)")
     return run

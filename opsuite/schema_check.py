@@ -5,7 +5,7 @@ of the time it takes to read a large results file. `compile_schema` turns a sche
 once; the readers ask it first and ask jsonschema only about the objects it does not pass, for the verdict
 and the message. The closures are never more lenient than the schema: a keyword they do not know makes
 `compile_schema` raise, and where they simplify (an integer-valued float is not an integer, a boolean is
-never equal to a number) they are stricter, which only sends such an object down the slow path.
+never equal to a number) they are stricter (exact types as json.loads makes them), which only sends such an object down the slow path.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ import jsonschema
 
 Check = Callable[[Any], bool]
 
-_TYPES: dict[str, Check] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
+# Exact Python types of each JSON type, as json.loads makes them (bool is not an integer here).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "integer": (int,), "number": (int, float),
+    "boolean": (bool,), "null": (type(None),),
 }
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description"}
 
@@ -36,46 +32,68 @@ def _same(a: Any, b: Any) -> bool:
 def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Check:
     """A function telling whether an object is valid against `schema` (local `$ref`s resolve in `root`)."""
     root = root if root is not None else schema
-    checks: list[Check] = []
-    for keyword, value in schema.items():
-        if keyword in _ANNOTATIONS:
-            continue
-        checks.append(_keyword(keyword, value, schema, root))
-    return lambda v: all(check(v) for check in checks)
+    checks = [_keyword(keyword, value, schema, root) for keyword, value in schema.items()
+              if keyword not in _ANNOTATIONS]
+    if len(checks) == 1:
+        return checks[0]
+
+    def all_of(v: Any) -> bool:
+        for check in checks:
+            if not check(v):
+                return False
+        return True
+    return all_of
 
 
 def _keyword(keyword: str, value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Check:
     if keyword == "type":
-        types = [_TYPES[t] for t in ([value] if isinstance(value, str) else value)]
-        return lambda v: any(t(v) for t in types)
+        types = frozenset(t for name in ([value] if isinstance(value, str) else value) for t in _TYPES[name])
+        return lambda v: type(v) in types
     if keyword == "const":
         return lambda v: _same(v, value)
     if keyword == "enum":
+        if all(type(option) is str for option in value):
+            options = frozenset(value)
+            return lambda v: type(v) is str and v in options
         return lambda v: any(_same(v, option) for option in value)
     if keyword == "pattern":
         search = re.compile(value).search
-        return lambda v: not isinstance(v, str) or search(v) is not None
+        return lambda v: type(v) is not str or search(v) is not None
     if keyword == "minLength":
-        return lambda v: not isinstance(v, str) or len(v) >= value
+        return lambda v: type(v) is not str or len(v) >= value
     if keyword == "minimum":
-        return lambda v: not _TYPES["number"](v) or v >= value
+        return lambda v: type(v) not in (int, float) or v >= value
     if keyword == "minItems":
-        return lambda v: not isinstance(v, list) or len(v) >= value
+        return lambda v: type(v) is not list or len(v) >= value
     if keyword == "required":
-        return lambda v: not isinstance(v, dict) or all(name in v for name in value)
+        return lambda v: type(v) is not dict or all(name in v for name in value)
     if keyword == "properties":
-        props = {name: compile_schema(sub, root) for name, sub in value.items()}
-        return lambda v: not isinstance(v, dict) or all(props[k](v[k]) for k in props.keys() & v.keys())
-    if keyword == "additionalProperties":
-        known = set(schema.get("properties", {}))
+        props = [(name, compile_schema(sub, root)) for name, sub in value.items()]
+
+        def properties(v: Any) -> bool:
+            if type(v) is not dict:
+                return True
+            for name, check in props:
+                if name in v and not check(v[name]):
+                    return False
+            return True
+        return properties
+    if keyword in ("additionalProperties", "propertyNames", "items"):
         sub = compile_schema(value, root)
-        return lambda v: not isinstance(v, dict) or all(sub(item) for k, item in v.items() if k not in known)
-    if keyword == "propertyNames":
-        sub = compile_schema(value, root)
-        return lambda v: not isinstance(v, dict) or all(sub(k) for k in v)
-    if keyword == "items":
-        sub = compile_schema(value, root)
-        return lambda v: not isinstance(v, list) or all(sub(item) for item in v)
+        known = frozenset(schema.get("properties", {})) if keyword == "additionalProperties" else frozenset()
+
+        def each(v: Any) -> bool:
+            if keyword == "items":
+                parts = v if type(v) is list else ()
+            elif type(v) is not dict:
+                return True
+            else:
+                parts = v if keyword == "propertyNames" else [item for k, item in v.items() if k not in known]
+            for part in parts:
+                if not sub(part):
+                    return False
+            return True
+        return each
     if keyword == "$ref":
         if not value.startswith("#/"):
             raise ValueError(f"schema_check: only local references are supported, not {value!r}")

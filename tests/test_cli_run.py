@@ -142,7 +142,7 @@ def test_repro_prints_the_record(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--samples", "0", "--backend", "cpu"], "--samples"),
-    (["run", "--kinds", "nope", "--backend", "cpu"], "no case kind"),
+    (["run", "--kinds", "nope", "--backend", "cpu"], "unknown case kind 'nope'; known: ops, blocks, models"),
 ])
 def test_bad_options(tmp_path, args, message):
     done = _opsuite(*args, cwd=tmp_path)

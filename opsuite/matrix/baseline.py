@@ -13,7 +13,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from opsuite.matrix import DEFAULT_MATRIX, MatrixError, diff, notes, snapshot
+from opsuite.matrix import MatrixError, diff, find_matrix, notes, snapshot
 from opsuite.matrix.snapshot import Snapshot
 
 SHOWN_IN_FULL = 20  # regressions whose two records are printed in full
@@ -21,7 +21,7 @@ SHOWN_IN_FULL = 20  # regressions whose two records are printed in full
 
 def load(ref: str, backend: str) -> Snapshot:
     """The baseline snapshot a user named; refuses one of another backend."""
-    snap = snapshot.load(snapshot.resolve(ref, DEFAULT_MATRIX))
+    snap = snapshot.load(snapshot.resolve(ref, find_matrix()))
     if snap.backend != backend:
         raise MatrixError(f"baseline {snap.id} is a {snap.backend} snapshot; this run is on {backend}")
     return snap
