@@ -103,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("opsuite: no case was selected; nothing recorded", file=sys.stderr)
         return 5
     run = load(results)
+    _warn(run.warnings)
     print()
     print(summary.status_table(run.records))
     print(f"\n{len(run.records)} cases recorded in {results}")
@@ -193,6 +194,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
             run = load(path)
         except ResultsError as exc:
             raise UserError(str(exc)) from None
+        _warn(run.warnings)
         print(f"{path}: run {run.header['run_id']}, backend {run.backend}, {len(run.records)} cases")
         print(summary.status_table(run.records))
     return 0
@@ -206,6 +208,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "summary": (_add_summary, cmd_summary, "validate results files and print their status tables"),
     **MATRIX_COMMANDS,
 }
+
+
+def _warn(warnings: list[str]) -> None:
+    """Say what a reader forgave (a torn last line, a newer minor version), one line each."""
+    for warning in warnings:
+        print(f"opsuite: warning: {warning}", file=sys.stderr)
 
 
 def _csv(value: str) -> list[str]:
