@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from opsuite.record import CaseRecord, Failure, Stage, Status
-from opsuite.vocabulary import KINDS
+from opsuite.vocabulary import KINDS, parse_case_id
 
 STARTUP_TIMEOUT_S = 600.0
 STDERR_TAIL_LINES = 20
@@ -109,7 +109,7 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
                 _reply(conn, {"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
             continue
         case_id = request
-        catalog = catalog_of(case_id.split("/", 1)[0])
+        catalog = catalog_of(parse_case_id(case_id).kind)
         case = catalog.get(case_id)
         try:
             record = run_case(case, catalog.source(case), backend, config.samples, on_stage)
@@ -145,7 +145,7 @@ class IsolatedRunner:
 
     def run(self, case_id: str) -> CaseRecord:
         """Run one case and return its record, whatever happens to the worker."""
-        kind = case_id.split("/", 1)[0]
+        kind = parse_case_id(case_id).kind
         if kind in KINDS:
             self._kinds.setdefault(kind)
         self._ensure_worker()  # a restart and its catalogs are not part of this case's budget
