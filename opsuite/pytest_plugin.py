@@ -31,7 +31,7 @@ import opsuite
 from opsuite import backends, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
-from opsuite.matrix import MatrixError, publish
+from opsuite.matrix import MatrixError, check_writable, publish
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load, load_for_resume
@@ -383,7 +383,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     try:
-        published = publish.publish([path], snap.path.parent.parent, replace=True)
+        published = publish.publish([path], check_writable(snap.path.parent.parent), replace=True)
     except MatrixError as exc:
         message = f"opsuite: --update-baseline did not publish: {exc}"
         session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED

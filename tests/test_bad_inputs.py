@@ -327,3 +327,15 @@ def test_publish_cleans_a_killed_publish_leftovers(tmp_path):
     assert not leftover.exists()
     assert kept.exists()  # the only copy of what a failed undo could not put back
     assert sorted(p.name for p in matrix.glob(".publish-*")) == [".publish-undo-failed"]
+
+
+def test_the_package_matrix_is_read_only_from_elsewhere(tmp_path, monkeypatch):
+    from opsuite.matrix import PACKAGE_MATRIX, MatrixError, check_writable
+
+    monkeypatch.delenv("OPSUITE_MATRIX", raising=False)
+    monkeypatch.chdir(tmp_path)  # e.g. --update-baseline of a baseline found through the readers' fallback
+    with pytest.raises(MatrixError, match="read-only from"):
+        check_writable(PACKAGE_MATRIX)
+    assert check_writable(tmp_path / "matrix") == tmp_path / "matrix"
+    monkeypatch.chdir(PACKAGE_MATRIX.parent)  # from its own checkout it is the checkout's matrix
+    assert check_writable(PACKAGE_MATRIX) == PACKAGE_MATRIX

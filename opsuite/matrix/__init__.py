@@ -49,3 +49,17 @@ def find_matrix(given: Path | None = None, write: bool = False) -> Path:
         raise MatrixError(f"no matrix/ (with an index.json) in {cwd} or above it; run from an opsuite checkout, "
                           f"or name one with --matrix DIR or {MATRIX_ENV}=DIR")
     return PACKAGE_MATRIX
+
+
+def check_writable(matrix: Path) -> Path:
+    """`matrix`, unless it is PACKAGE_MATRIX reached from outside its checkout (a baseline resolved by the
+    readers' fallback): that matrix is read-only to every other working directory."""
+    if matrix.resolve() == PACKAGE_MATRIX.resolve():
+        try:
+            found = find_matrix(write=True).resolve()
+        except MatrixError:
+            found = None
+        if found != PACKAGE_MATRIX.resolve():
+            raise MatrixError(f"{matrix} is the matrix of the checkout opsuite was loaded from, and read-only from "
+                              f"{Path.cwd()}; publish from that checkout, or with --matrix DIR or {MATRIX_ENV}=DIR")
+    return matrix
