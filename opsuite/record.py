@@ -166,10 +166,10 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+    if isinstance(value, (list, tuple)):  # atoms inline: no call per op name of a long list
+        return [item if type(item) in _ATOMS else _plain(item) for item in value]
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: item if type(item) in _ATOMS else _plain(item) for key, item in value.items()}
     if dataclasses.is_dataclass(value):
         return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
     return value

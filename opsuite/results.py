@@ -140,6 +140,9 @@ def _refuse_constant(name: str) -> Any:
     raise _NonFinite(name)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # one for every line: making one costs
+
+
 def _open(path: Path) -> BinaryIO:
     """The file's bytes, read as they are or through gzip (told by its first two bytes)."""
     try:
@@ -180,7 +183,7 @@ def _read_line(path: Path, number: int, chunk: bytes, run: Run | None, warnings:
     if not chunk.strip():
         return run
     try:
-        obj = json.loads(chunk.decode("utf-8"), parse_constant=_refuse_constant)
+        obj = _DECODER.decode(chunk.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         if not chunk.endswith(b"\n"):  # the last line, cut short
             raise _Torn from None
