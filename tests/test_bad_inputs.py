@@ -330,12 +330,12 @@ def test_publish_cleans_a_killed_publish_leftovers(tmp_path):
 
 
 def test_the_package_matrix_is_read_only_from_elsewhere(tmp_path, monkeypatch):
-    from opsuite.matrix import PACKAGE_MATRIX, MatrixError, check_writable
+    from opsuite.matrix import DEFAULT_MATRIX, MatrixError, check_writable
 
     monkeypatch.delenv("OPSUITE_MATRIX", raising=False)
     monkeypatch.chdir(tmp_path)  # e.g. --update-baseline of a baseline found through the readers' fallback
     with pytest.raises(MatrixError, match="read-only from"):
-        check_writable(PACKAGE_MATRIX)
+        check_writable(DEFAULT_MATRIX)
     assert check_writable(tmp_path / "matrix") == tmp_path / "matrix"
-    monkeypatch.chdir(PACKAGE_MATRIX.parent)  # from its own checkout it is the checkout's matrix
-    assert check_writable(PACKAGE_MATRIX) == PACKAGE_MATRIX
+    monkeypatch.chdir(DEFAULT_MATRIX.parent)  # from its own checkout it is the checkout's matrix
+    assert check_writable(DEFAULT_MATRIX) == DEFAULT_MATRIX

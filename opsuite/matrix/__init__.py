@@ -16,9 +16,9 @@ from pathlib import Path
 
 from opsuite import vocabulary
 
-# The matrix of the checkout this package is in, next to `cases/`: read when no other is found, never written
-# unless it is also the one found from the working directory (see `find_matrix`).
-PACKAGE_MATRIX = Path(__file__).resolve().parent.parent.parent / "matrix"
+# The matrix of the checkout this package is in, next to `cases/`: the readers' default when no other is
+# found, never written unless it is also the one found from the working directory (see `find_matrix`).
+DEFAULT_MATRIX = Path(__file__).resolve().parent.parent.parent / "matrix"
 MATRIX_ENV = "OPSUITE_MATRIX"
 
 # Display order of the case-id parts.
@@ -34,7 +34,7 @@ def find_matrix(given: Path | None = None, write: bool = False) -> Path:
     """Where the matrix is: `given` (--matrix), else $OPSUITE_MATRIX, else the `matrix/` (holding an
     index.json) of the working directory or its nearest parent that has one, i.e. the current checkout's.
 
-    Only readers fall back to PACKAGE_MATRIX when none is found: a publish from elsewhere must name its
+    Only readers fall back to DEFAULT_MATRIX when none is found: a publish from elsewhere must name its
     matrix, so that an installed or other copy of opsuite never writes into the tree it was loaded from.
     """
     if given is not None:
@@ -48,18 +48,18 @@ def find_matrix(given: Path | None = None, write: bool = False) -> Path:
     if write:
         raise MatrixError(f"no matrix/ (with an index.json) in {cwd} or above it; run from an opsuite checkout, "
                           f"or name one with --matrix DIR or {MATRIX_ENV}=DIR")
-    return PACKAGE_MATRIX
+    return DEFAULT_MATRIX
 
 
 def check_writable(matrix: Path) -> Path:
-    """`matrix`, unless it is PACKAGE_MATRIX reached from outside its checkout (a baseline resolved by the
+    """`matrix`, unless it is DEFAULT_MATRIX reached from outside its checkout (a baseline resolved by the
     readers' fallback): that matrix is read-only to every other working directory."""
-    if matrix.resolve() == PACKAGE_MATRIX.resolve():
+    if matrix.resolve() == DEFAULT_MATRIX.resolve():
         try:
             found = find_matrix(write=True).resolve()
         except MatrixError:
             found = None
-        if found != PACKAGE_MATRIX.resolve():
+        if found != DEFAULT_MATRIX.resolve():
             raise MatrixError(f"{matrix} is the matrix of the checkout opsuite was loaded from, and read-only from "
                               f"{Path.cwd()}; publish from that checkout, or with --matrix DIR or {MATRIX_ENV}=DIR")
     return matrix
