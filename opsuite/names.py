@@ -126,6 +126,13 @@ class Resolver:
                     return list(dict.fromkeys(found))
         return []
 
+    def resolve_case(self, case_id: str) -> list[str]:
+        """The case ids a `<kind>/<name>/<dtype>/<direction>` means, its name spelled any way `resolve`
+        accepts (`ops/F.softmax/float32/forward` -> `ops/softmax/float32/forward`); [] for none."""
+        kind, name, *cell = case_id.split("/")
+        subjects = self.resolve(f"{kind}/{name}") or [s for s in self.resolve(name) if s.startswith(kind + "/")]
+        return [f"{subject}/{'/'.join(cell)}" for subject in subjects]
+
     def suggest(self, query: str, n: int = 8) -> list[str]:
         """Real subjects close to an unknown name: those whose name holds the query (shortest first),
         then close spellings of names and alias terms."""

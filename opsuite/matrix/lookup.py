@@ -53,9 +53,7 @@ def resolve(query: str, index: dict[str, Any]) -> list[Match]:
     found = lookup_index.resolver(index)
     parts = query.split("/")
     if len(parts) == 4:  # a case id, its name part spelled any way lookup accepts
-        subjects = found.resolve(f"{parts[0]}/{parts[1]}") or \
-            [s for s in found.resolve(parts[1]) if s.startswith(parts[0] + "/")]
-        return [Match(s, {"/".join(parts[2:])}) for s in subjects]
+        return [Match(case_id.rsplit("/", 2)[0], {"/".join(parts[2:])}) for case_id in found.resolve_case(query)]
     matches = [Match(subject) for subject in found.resolve(query)]
     aten = names.aten_packet(query)
     if aten:
