@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--update-baseline needs --baseline SNAPSHOT")
     snap = None
     if args.baseline:  # refuse a bad baseline before the run, not after it
-        from opsuite.matrix import baseline
+        from opsuite.matrix import baseline, snapshot
 
         snap = baseline.load(args.baseline, backend)
     chosen = _run_profile(args, snap)
@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary.status_table(run.records))
     print(f"\n{len(run.records)} cases recorded in {results}")
     if args.baseline:
-        cells = baseline.run_cells(results)
+        cells = snapshot.run_cells(results)
         changes = baseline.compare(snap, cells)
         absent = baseline.missing(snap, cells)
         print()

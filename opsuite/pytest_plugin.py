@@ -30,7 +30,7 @@ import opsuite
 from opsuite import backends, names, profiles, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
-from opsuite.matrix import MatrixError, publish
+from opsuite.matrix import MatrixError, publish, snapshot
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load
@@ -353,7 +353,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(f"results: {path}")
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is not None:
-        cells = regression.run_cells(path)
+        cells = snapshot.run_cells(path)
         terminalreporter.section("opsuite regression mode")
         terminalreporter.write_line(regression.report(snap, cells, regression.compare(snap, cells),
                                                       regression.missing(snap, cells), config.getoption("allow_missing")))
@@ -369,7 +369,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = Path(config.stash[RUN_KEY]["results"])
     if not path.exists():
         return
-    if not config.getoption("allow_missing") and regression.missing(snap, regression.run_cells(path)):
+    if not config.getoption("allow_missing") and regression.missing(snap, snapshot.run_cells(path)):
         session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
     if not config.getoption("update_baseline"):
         return

@@ -11,7 +11,6 @@ options (`profile`) unless told otherwise, so it compares like with like. Used b
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
@@ -76,18 +75,6 @@ def regression_message(snap: Snapshot, case_id: str, new: dict[str, Any]) -> str
     return (f"REGRESSION: {case_id} passed in baseline {snap.id}, now {new['status']}\n"
             f"  baseline record: {_record(snap.cells[case_id])}\n"
             f"  new record:      {_record(new)}")
-
-
-def run_cells(results: Path) -> dict[str, dict[str, Any]]:
-    """The cells of a results file, traced to its path."""
-    from opsuite.results import ResultsError
-    from opsuite.results import load as load_results
-
-    try:
-        run = load_results(results)
-    except ResultsError as exc:
-        raise MatrixError(str(exc)) from None
-    return snapshot.cells_of([run], [str(results)])
 
 
 def compare(snap: Snapshot, cells: dict[str, dict[str, Any]]) -> dict[str, list[str]]:

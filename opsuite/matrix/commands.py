@@ -51,18 +51,18 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _add_diff(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", help="the earlier snapshot: its directory, snapshot.json, or id (backend/key)")
-    parser.add_argument("b", help="the later snapshot")
+    parser.add_argument("a", help="the earlier side: a snapshot (its directory, snapshot.json, or id "
+                                  "backend/key) or a results file (.jsonl) of a finished run, not published")
+    parser.add_argument("b", help="the later side: a snapshot or a results file")
     parser.add_argument("--json", action="store_true", help="print the diff as JSON")
     _add_matrix(parser)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Regressed, improved, changed, added and removed cases from A to B. Exit 1 when any regressed."""
-    from opsuite.matrix import diff, snapshot
+    from opsuite.matrix import diff
 
-    a, b = (snapshot.load(snapshot.resolve(ref, args.matrix)) for ref in (args.a, args.b))
-    result = diff.diff(a, b)
+    result = diff.diff(*(diff.side(ref, args.matrix) for ref in (args.a, args.b)))
     print(json.dumps(result, indent=1) if args.json else diff.text(result))
     return diff.exit_code(result)
 
@@ -149,7 +149,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 COMMANDS = {
     "publish": (_add_publish, cmd_publish, "publish results files of one stack as a matrix snapshot"),
     "reindex": (_add_matrix, cmd_reindex, "rewrite the matrix's pages and lookup index from its snapshots"),
-    "diff": (_add_diff, cmd_diff, "compare two snapshots: regressed, improved, changed, added, removed"),
+    "diff": (_add_diff, cmd_diff, "compare two snapshots or results files: regressed, improved, changed, added, removed"),
     "history": (_add_history, cmd_history, "per cell, since which stack version it works and where it broke"),
     "lookup": (_add_lookup, cmd_lookup, "look an op, aten overload or block up in the published matrix"),
 }

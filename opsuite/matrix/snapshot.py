@@ -105,6 +105,18 @@ def cells_of(runs: list["Run"], files: list[str]) -> dict[str, dict[str, Any]]:
     return dict(sorted(cells.items()))
 
 
+def run_cells(results: Path) -> dict[str, dict[str, Any]]:
+    """The cells of a results file, traced to its path."""
+    from opsuite.results import ResultsError
+    from opsuite.results import load as load_results
+
+    try:
+        run = load_results(results)
+    except ResultsError as exc:
+        raise MatrixError(str(exc)) from None
+    return cells_of([run], [str(results)])
+
+
 def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, Any]:
     """The snapshot object of results files of one stack; `files` are their names inside the snapshot."""
     first = runs[0]
