@@ -28,7 +28,7 @@ def test_history_of_an_unknown_backend_or_name(tmp_path):
     done = opsuite("history", "add", "--backend", "neuron-xla", "--matrix", str(path), cwd=tmp_path)
     assert done.returncode == 2 and "no snapshot of backend 'neuron-xla'" in done.stderr
     done = opsuite("history", "ad", "--matrix", str(path), cwd=tmp_path)
-    assert done.returncode == 1 and "did you mean: add" in done.stderr
+    assert done.returncode == 1 and "did you mean: ops/add" in done.stderr
 
 
 def test_timeline_passes_over_gaps_and_skips():

@@ -56,9 +56,11 @@ def resolve(query: str, index: dict[str, Any]) -> list[Match]:
         return [Match(case_id.rsplit("/", 2)[0], {"/".join(parts[2:])}) for case_id in found.resolve_case(query)]
     matches = [Match(subject) for subject in found.resolve(query)]
     aten = names.aten_packet(query)
-    if aten:
-        named = {m.subject for m in matches}
-        matches += [m for m in _dispatching(index, *aten) if m.subject not in named]
+    if aten:  # the subject named after the op, whole, then those whose CPU run dispatched it
+        dispatching = {m.subject: m for m in _dispatching(index, *aten)}
+        for match in matches:
+            match.via = dispatching.pop(match.subject, match).via
+        matches += dispatching.values()
     return matches
 
 
