@@ -12,7 +12,8 @@ import sys
 import pytest
 from matrix_support import ADD, ROOT, SOFTMAX_BACKWARD, edited_copy, failing, opsuite, real_cpu_results
 
-from opsuite.matrix import publish, snapshot
+from opsuite import profiles
+from opsuite.matrix import baseline, publish, snapshot
 from opsuite.results import load
 
 PAIR = f"{ADD} or {SOFTMAX_BACKWARD}"
@@ -142,3 +143,13 @@ def test_bad_baseline_options_are_refused_before_the_run(tmp_path, args, message
     assert done.returncode == 2 and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_baselines_recorded_profile_is_its_options(real_baseline):
+    data = dict(real_baseline.data)
+    data["runs"] = [dict(run, options=dict(run["options"], profile="matrix")) for run in data["runs"]]
+    assert baseline.profile(snapshot.Snapshot(real_baseline.path, data)) == profiles.PROFILES["matrix"]
+    # Runs that recorded no profile (or disagree): what its cells hold, with the most samples any run took.
+    data["runs"] = [dict(run, options=dict(run["options"], profile=None, samples="3")) for run in data["runs"]]
+    derived = baseline.profile(snapshot.Snapshot(real_baseline.path, data))
+    assert derived == profiles.Profile(None, ("ops",), ("float32", "bfloat16"), ("forward", "backward"), "3")
