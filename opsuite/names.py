@@ -18,6 +18,7 @@ Torch-free, so `opsuite lookup` stays fast and the pytest process never imports 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from typing import Any, Iterable, Mapping
 
@@ -91,15 +92,24 @@ class Resolver:
     """Resolves names against a catalog's subjects (`kind/name`) and an alias table (term -> OpInfo names)."""
 
     def __init__(self, subjects: Iterable[str], aliases: Mapping[str, Iterable[str]] | None = None):
-        self.subjects = list(subjects)
+        self.subjects = subjects
         self.aliases = aliases or {}
-        self._by_name: dict[str, list[str]] = {}
-        self._by_base: dict[str, list[str]] = {}
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, list[str]]:
+        by_name: dict[str, list[str]] = {}
         for subject in self.subjects:
-            name = subject.partition("/")[2]
-            self._by_name.setdefault(name, []).append(subject)
-            if subject.startswith("ops/"):  # an OpInfo name stands for its variants; a block family does not
-                self._by_base.setdefault(base_name(name), []).append(subject)
+            by_name.setdefault(subject.partition("/")[2], []).append(subject)
+        return by_name
+
+    @functools.cached_property
+    def _by_base(self) -> dict[str, list[str]]:
+        # An OpInfo name stands for its variants; a block family does not.
+        by_base: dict[str, list[str]] = {}
+        for subject in self.subjects:
+            if subject.startswith("ops/"):
+                by_base.setdefault(base_name(subject[4:]), []).append(subject)
+        return by_base
 
     def _named(self, name: str) -> list[str]:
         """Subjects of this exact name, else the variants of this OpInfo name."""

@@ -114,8 +114,6 @@ def _add_lookup(parser: argparse.ArgumentParser) -> None:
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     """Every backend and stack's cells of an op, aten overload or block, with notes. Exit 1 when unknown."""
-    from tabulate import tabulate
-
     from opsuite.matrix import index, lookup
 
     data = index.load(args.matrix)
@@ -129,6 +127,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"query": args.name, "subjects": len(matches), "answer": answer}, indent=1))
         return 0
+    from tabulate import tabulate
+
     for entry in answer:
         print(f"{entry['subject']}" + (f"  (dispatches {', '.join(entry['via'])})" if entry["via"] else ""))
         if entry["dispatches"] and not entry["via"]:
@@ -137,8 +137,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             cells = list(cells)
             print(f"\n  {cells[0]['backend']}: {cells[0]['stack']}  [{snapshot_id}]")
             rows = [[c["dtype"], c["direction"], c["status"], c["note"], c["source"]] for c in cells]
-            table = tabulate(rows, headers=["dtype", "direction", "status", "notes", "source"],
-                             maxcolwidths=[None, None, None, 70, None])
+            # Notes are cut to 100 characters already; no wrapping or number parsing: they cost more
+            # than the rest of a lookup when a packet selects many subjects.
+            table = tabulate(rows, headers=["dtype", "direction", "status", "notes", "source"], disable_numparse=True)
             print(textwrap.indent(table, "    "))
         print()
     if len(shown) < len(matches):

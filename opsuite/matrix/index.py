@@ -10,7 +10,6 @@ version and the cells file's identity, not schema-validated.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping
@@ -65,6 +64,8 @@ def files(snapshots: list[Snapshot]) -> dict[str, str]:
         lines.append(line)
         for op in ops:
             aten[op].append(subject)
+    import hashlib  # here: a reader of the index need not import it
+
     body = b"".join(lines)
     build = hashlib.sha256(body).hexdigest()[:16]
     header = (_compact({"format": FORMAT + "-cells", "build": build}) + "\n").encode()

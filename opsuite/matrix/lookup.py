@@ -22,8 +22,18 @@ class Match:
     """One subject the query selects, and which of its cells (all when `only` is None)."""
 
     subject: str
-    only: set[str] | None = None          # "dtype/direction" keys
+    keys: set[str] | None = None          # "dtype/direction" keys, when a case id chose them
     via: list[str] = field(default_factory=list)  # the aten overloads that selected it
+    cells_file: Any = None                # with `via`: the index's Cells, which knows the cells that dispatched them
+
+    @property
+    def only(self) -> set[str] | None:
+        """The cells selected: those a case id named, or (selected by aten ops) those whose CPU run
+        dispatched them, read from the index when first asked (a packet may select thousands of subjects)."""
+        if self.keys is None and self.cells_file is not None:
+            dispatched = self.cells_file.line(self.subject)[2]
+            self.keys = {key for op in self.via for key in dispatched.get(op, ())}
+        return self.keys
 
 
 def _record_keys(index: dict[str, Any], packet: str, overload: str | None) -> list[str]:
@@ -39,8 +49,7 @@ def _dispatching(index: dict[str, Any], packet: str, overload: str | None) -> li
     matches: dict[str, Match] = {}
     for op in _record_keys(index, packet, overload):
         for subject in index["aten"][op]:
-            match = matches.setdefault(subject, Match(subject, set()))
-            match.only.update(index["subjects"].line(subject)[2][op])
+            match = matches.setdefault(subject, Match(subject, cells_file=index["subjects"]))
             if op not in match.via:
                 match.via.append(op)
     bare = packet.lstrip("_")
@@ -58,7 +67,7 @@ def resolve(query: str, index: dict[str, Any]) -> list[Match]:
     aten = names.aten_packet(query)
     if aten:  # the subject named after the op, whole, then those whose CPU run dispatched it
         dispatching = {m.subject: m for m in _dispatching(index, *aten)}
-        for match in matches:
+        for match in matches:  # named: the whole subject, with the overloads it dispatched
             match.via = dispatching.pop(match.subject, match).via
         matches += dispatching.values()
     return matches
