@@ -150,7 +150,8 @@ class _SummaryOnly:
 # ---------------------------------------------------------------- opsuite repro
 
 def _add_repro(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("case_id", help="a case id, e.g. ops/nn.functional.softmax/bfloat16/backward")
+    parser.add_argument("case_id", help="a case id, e.g. ops/softmax/bfloat16/backward; its name may be spelled "
+                                        "as lookup accepts it (ops/F.softmax/bfloat16/backward)")
     parser.add_argument("--backend", help="backend (default: a Neuron device if present, else xla)")
     parser.add_argument("--samples", default="2", help="samples, or 'all' (default 2)")
 

@@ -68,8 +68,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _add_name(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="an OpInfo name (nn.functional.softmax), an aten overload "
-                                     "(aten::_softmax, aten._softmax.default), a block name, or a case id")
+    parser.add_argument("name", help="an op as PyTorch users write it (softmax, F.softmax, "
+                                     "torch.nn.functional.softmax, Tensor.softmax, an OpInfo alias), an aten "
+                                     "overload (aten::_softmax, aten._softmax.default), a block name, or a case id")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     _add_matrix(parser)
 
