@@ -129,9 +129,8 @@ def _profile(config: pytest.Config) -> profiles.Profile:
     DEFAULT_SAMPLES, every dtype and direction). Its name is kept only when nothing overrode it."""
     name = config.getoption("profile")
     base = profiles.get(name) if name else profiles.Profile(None, (), None, None, str(DEFAULT_SAMPLES))
-    chosen = base.overridden(None, _csv(config.getoption("dtypes")), _csv(config.getoption("directions")),
-                             config.getoption("samples"))
-    return chosen
+    return base.overridden(None, _csv(config.getoption("dtypes")), _csv(config.getoption("directions")),
+                           config.getoption("samples"))
 
 
 def _configure_baseline(config: pytest.Config, backend: str) -> None:
