@@ -110,7 +110,7 @@ def main() -> int:
         matrix = Path(tmp)
         snaps = synthesise(template, args.snapshots, args.cases)
         started = time.perf_counter()
-        for name, text in index.files(snaps).items():
+        for name, text in index.files(index.build(snaps)).items():
             (matrix / name).write_text(text)
         built = time.perf_counter() - started
         one_file = matrix / "one-file-index.json"

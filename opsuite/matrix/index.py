@@ -30,12 +30,11 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=False)
 
 
-def files(snapshots: list[Snapshot]) -> dict[str, str]:
-    """The index's two files (name -> text) of snapshots given in backend, version order.
+def build(snapshots: list[Snapshot]) -> dict[str, Any]:
+    """The index of snapshots (given in backend, version order), in memory: as `load` reads it, except
+    that `subjects` is a plain dict and `dispatched[subject][aten op]` lists the cells that dispatched it.
 
-    A line of the cells file is `[subject, {snapshot number: {dtype/direction: [status, short note,
-    file:line, run id]}}, {aten op: [dtype/direction, ...]}]`; the last maps each aten op the subject's
-    CPU run dispatched to the cells that dispatched it.
+    `subjects[kind/name][snapshot number][dtype/direction]` is [status, short note, file:line, run id].
     """
     cells: dict[str, dict[str, dict[str, list[str]]]] = defaultdict(lambda: defaultdict(dict))
     dispatched: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -55,30 +54,44 @@ def files(snapshots: list[Snapshot]) -> dict[str, str]:
                 [cell["status"], notes.short(cell), f"{src['file']}:{src['line']}", src["run_id"]]
             for op in cell.get("aten_ops", ()):
                 dispatched[f"{kind}/{name}"][op].add(f"{dtype}/{direction}")
-    lines, offsets, aten, position = [], {}, defaultdict(list), 0
-    for subject in sorted(cells):
-        ops = {op: sorted(keys) for op, keys in sorted(dispatched[subject].items())}
-        line = (_compact([subject, dict(cells[subject]), ops]) + "\n").encode()
+    aten: dict[str, list[str]] = defaultdict(list)
+    for subject in sorted(dispatched):
+        for op in dispatched[subject]:
+            aten[op].append(subject)
+    return {
+        "format": FORMAT,
+        "schema_version": VERSION,
+        "snapshots": entries,
+        "subjects": {subject: dict(per_snapshot) for subject, per_snapshot in sorted(cells.items())},
+        "names": {term: sorted(targets) for term, targets in sorted(op_names.items())},
+        "aten": dict(sorted(aten.items())),
+        "dispatched": {subject: {op: sorted(keys) for op, keys in sorted(ops.items())}
+                       for subject, ops in dispatched.items()},
+    }
+
+
+def files(built: dict[str, Any]) -> dict[str, str]:
+    """The index's two files (name -> text) of a `build` result.
+
+    A line of the cells file is `[subject, {snapshot number: {dtype/direction: [status, short note,
+    file:line, run id]}}, {aten op: [dtype/direction, ...]}]`; the last maps each aten op the subject's
+    CPU run dispatched to the cells that dispatched it. `index.json` holds the rest, and each subject's
+    byte range in the cells file.
+    """
+    import hashlib  # here: a reader of the index need not import it
+
+    lines, offsets, position = [], {}, 0
+    for subject, per_snapshot in built["subjects"].items():
+        line = (_compact([subject, per_snapshot, built["dispatched"].get(subject, {})]) + "\n").encode()
         offsets[subject] = [position, len(line)]
         position += len(line)
         lines.append(line)
-        for op in ops:
-            aten[op].append(subject)
-    import hashlib  # here: a reader of the index need not import it
-
     body = b"".join(lines)
-    build = hashlib.sha256(body).hexdigest()[:16]
-    header = (_compact({"format": FORMAT + "-cells", "build": build}) + "\n").encode()
-    offsets = {s: [start + len(header), length] for s, (start, length) in offsets.items()}
-    index = {
-        "format": FORMAT,
-        "schema_version": VERSION,
-        "build": build,
-        "snapshots": entries,
-        "subjects": offsets,
-        "names": {term: sorted(targets) for term, targets in sorted(op_names.items())},
-        "aten": dict(sorted(aten.items())),
-    }
+    build_id = hashlib.sha256(body).hexdigest()[:16]
+    header = (_compact({"format": FORMAT + "-cells", "build": build_id}) + "\n").encode()
+    index = {"format": FORMAT, "schema_version": VERSION, "build": build_id, "snapshots": built["snapshots"],
+             "subjects": {s: [start + len(header), length] for s, (start, length) in offsets.items()},
+             "names": built["names"], "aten": built["aten"]}
     return {FILE: _compact(index) + "\n", CELLS_FILE: (header + body).decode()}
 
 
