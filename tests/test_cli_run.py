@@ -184,3 +184,12 @@ def test_the_default_run_is_the_quick_profile(tmp_path):
     assert options["profile"] == "quick" and options["samples"] == "2"
     assert options["dtypes"] == ["float32", "bfloat16"] and options["directions"] == ["forward", "backward", "train"]
     assert sorted(r.case_id for r in run.records) == ["ops/add/bfloat16/forward", "ops/add/float32/forward"]
+
+
+def test_repro_takes_a_case_id_spelled_as_people_type_it(tmp_path):
+    done = _opsuite("repro", "ops/nn.functional.softmax/float32/forward", "--backend", "cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["case_id"] == "ops/softmax/float32/forward"
+    assert "ops/nn.functional.softmax/float32/forward is ops/softmax/float32/forward" in done.stderr
+    several = _opsuite("repro", "ops/torch.max/float32/forward", "--backend", "cpu", cwd=tmp_path)
+    assert several.returncode == 2 and "means 3 cases" in several.stderr and "ops/max.binary/float32/forward" in several.stderr

@@ -58,3 +58,11 @@ def test_a_host_fallback_reads_works_with_host_fallback(tmp_path):
     assert cell["works_with_host_fallback_since"] == entry["snapshots"][0]["id"]
     assert history.fallback_since([("a", "mismatch"), ("b", "fallback"), ("c", "pass"), ("d", "fallback")]) == "b"
     assert history.fallback_since([("a", "fallback"), ("b", "pass")]) is None
+
+
+def test_history_takes_the_names_people_type(tmp_path):
+    path, _ = three_version_matrix()
+    by_opinfo = json.loads(opsuite("history", "softmax", "--json", "--matrix", str(path), cwd=tmp_path).stdout)
+    for spelling in ("F.softmax", "torch.nn.functional.softmax", "Tensor.softmax"):
+        done = opsuite("history", spelling, "--json", "--matrix", str(path), cwd=tmp_path)
+        assert done.returncode == 0 and json.loads(done.stdout) == by_opinfo, done.stderr
