@@ -146,7 +146,7 @@ class Resolver:
     def suggest(self, query: str, n: int = 8) -> list[str]:
         """Real subjects close to an unknown name: those whose name holds the query (shortest first),
         then close spellings of names and alias terms."""
-        needle = (spellings(query)[-1] if spellings(query) else query).lower()
+        needle = (spellings(query) or [query])[-1].lower()  # the most reduced spelling: `F.sofmax` -> `sofmax`
         containing = sorted((s for s in self.subjects if needle in s.partition("/")[2].lower()),
                             key=lambda s: (not s.partition("/")[2].lower().startswith(needle), len(s), s))
         names = {s.partition("/")[2]: s for s in self.subjects}
