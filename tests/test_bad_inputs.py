@@ -300,19 +300,30 @@ def test_publish_from_outside_a_checkout_must_name_its_matrix(tmp_path):
     assert done.stderr.strip() == (f"opsuite: no matrix/ (with an index.json) in {tmp_path} or above it; run from an "
                                    f"opsuite checkout, or name one with --matrix DIR or OPSUITE_MATRIX=DIR")
     assert _tree(ROOT / "matrix") == before
-    # OPSUITE_MATRIX names it; so does the working directory of a checkout (any directory below it).
+    # OPSUITE_MATRIX names it.
     done = _opsuite("publish", str(plain), cwd=tmp_path, env={"OPSUITE_MATRIX": str(tmp_path / "m1")})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "m1" / "index.json").is_file()
-    (tmp_path / "m1" / "below").mkdir()
-    done = _opsuite("lookup", "nope-nothing", cwd=tmp_path / "m1" / "below", env={"OPSUITE_MATRIX": ""})
-    assert "in no published snapshot" in done.stderr  # read from the matrix found above the working directory
 
 
-def test_readers_fall_back_to_the_package_matrix(tmp_path):
-    done = _opsuite("lookup", "add", "--json", cwd=tmp_path, env={"OPSUITE_MATRIX": ""})
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["answer"]
+def test_the_matrix_is_found_from_the_working_directory(tmp_path, monkeypatch):
+    from opsuite.matrix import DEFAULT_MATRIX, MatrixError, find_matrix
+
+    monkeypatch.delenv("OPSUITE_MATRIX", raising=False)
+    checkout = tmp_path / "checkout"
+    (checkout / "matrix").mkdir(parents=True)
+    (checkout / "matrix" / "index.json").write_text("{}")
+    (checkout / "cases" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(checkout / "cases" / "deep")  # any directory of the checkout
+    assert find_matrix() == find_matrix(write=True) == checkout / "matrix"
+    assert find_matrix(tmp_path / "given") == tmp_path / "given"  # --matrix
+    monkeypatch.setenv("OPSUITE_MATRIX", str(tmp_path / "env"))
+    assert find_matrix() == tmp_path / "env" and find_matrix(tmp_path / "given") == tmp_path / "given"
+    monkeypatch.delenv("OPSUITE_MATRIX")
+    monkeypatch.chdir(tmp_path)  # outside any checkout: readers fall back to the package's matrix, writers refuse
+    assert find_matrix() == DEFAULT_MATRIX
+    with pytest.raises(MatrixError, match=r"no matrix/ \(with an index.json\) in"):
+        find_matrix(write=True)
 
 
 def test_publish_cleans_a_killed_publish_leftovers(tmp_path):

@@ -67,7 +67,7 @@ def test_resume_refuses_another_selection_and_compressed_files(tmp_path):
     other = _opsuite("run", "--resume", str(results), "--dtypes", "bfloat16", cwd=tmp_path)
     assert other.returncode == 2
     assert other.stderr.strip().splitlines() == [
-        f"opsuite: --resume {results}: the run was started with dtypes None, not 'bfloat16'; "
+        f"opsuite: --resume {results}: the run was started with dtypes 'float32,bfloat16', not 'bfloat16'; "
         f"a resumed run keeps its own selection"]
     assert results.read_text() == text
     packed = tmp_path / "r.jsonl.gz"
