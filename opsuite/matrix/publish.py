@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from opsuite.matrix import MatrixError, index, render_html, render_md, snapshot
+from opsuite.matrix import MatrixError, index, op_cells, render_html, render_md, snapshot
 from opsuite.matrix.snapshot import Snapshot
 
 STAGING_PREFIX = ".publish-"
@@ -81,9 +81,10 @@ def derived_files(snapshots: list[Snapshot]) -> dict[str, str]:
 
 
 def write_snapshot_pages(snap: Snapshot) -> None:
-    """Write a snapshot directory's README.md and index.html from its snapshot.json."""
+    """Write a snapshot directory's README.md, index.html and aten.json from its snapshot.json."""
     (snap.path / "README.md").write_text(render_md.snapshot_page(snap))
     (snap.path / "index.html").write_text(render_html.snapshot_page(snap))
+    (snap.path / op_cells.FILE).write_text(op_cells.text(snap.data))
 
 
 class _Transaction:
@@ -180,7 +181,7 @@ def reindex(matrix: Path) -> list[Snapshot]:
             pages = Snapshot(staging / f"pages-{number}", snap.data)
             pages.path.mkdir()
             write_snapshot_pages(pages)
-            moves += [(pages.path / name, snap.path / name) for name in ("README.md", "index.html")]
+            moves += [(pages.path / name, snap.path / name) for name in ("README.md", "index.html", op_cells.FILE)]
         for name, text in derived_files(snapshots).items():
             (staging / f"new-{name}").write_text(text)
             moves.append((staging / f"new-{name}", matrix / name))

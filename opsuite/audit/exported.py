@@ -1,0 +1,75 @@
+"""A saved `torch.export` program as a step to trace: its graph run node by node on fake tensors.
+
+The graph has no `nn.Module` calls left to hook, but each node keeps where it came from
+(`nn_module_stack`, `stack_trace`): the interpreter hands that to the tracer as the op's place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from opsuite.audit import AuditError
+from opsuite.audit.sources import fakeify
+from opsuite.audit.trace import Step, fold
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def _place(node: torch.fx.Node) -> tuple[str, str]:
+    """(folded module path, file:line) a node of an exported graph records."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = ""
+    if stack:
+        path = list(stack.values())[-1][0]
+        path = re.sub(r"^L\['self'\]\.?", "", path)
+    frames = _FRAME.findall(node.meta.get("stack_trace") or "")
+    source = f"{frames[-1][0]}:{frames[-1][1]}" if frames else "?"
+    return fold(path), source
+
+
+class _PlacedInterpreter(torch.fx.Interpreter):
+    """Runs the graph, telling the tracer the place of the node each op comes from."""
+
+    def __init__(self, module: torch.fx.GraphModule, where: Any):
+        super().__init__(module)
+        self.where = where
+
+    def run_node(self, node: torch.fx.Node) -> Any:
+        self.where.override = _place(node) if node.op == "call_function" else None
+        try:
+            return super().run_node(node)
+        finally:
+            self.where.override = None
+
+
+@dataclass
+class ExportedStep(Step):
+    """The step of an exported program: its graph module and example inputs, both fake."""
+
+    inputs: list[Any] | None = None
+
+    @classmethod
+    def build(cls, program: Any, fake_mode: Any, dtype: torch.dtype | None) -> "ExportedStep":
+        """The program's module with fake parameters, and fake inputs from its example inputs or its signature."""
+        module = program.module()
+        example = getattr(program, "example_inputs", None)
+        if example is not None:
+            flat = pytree.tree_leaves(example)
+        else:
+            placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+            if any("val" not in n.meta for n in placeholders):
+                raise AuditError("the exported program keeps neither example inputs nor input shapes")
+            flat = [n.meta["val"] for n in placeholders]
+        inputs = fakeify(fake_mode, module, flat)
+        with fake_mode:
+            if dtype is not None:
+                module = module.to(dtype)
+                inputs = [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs]
+        step = cls(module=module, forward=lambda where: _PlacedInterpreter(module, where).run(*inputs))
+        step.inputs = inputs
+        return step
