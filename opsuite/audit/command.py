@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config setting (--hf), e.g. num_hidden_layers=2; repeatable")
     parser.add_argument("--train", action="store_true",
                         help="audit a training step: forward, backward and one AdamW step (default: inference)")
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="the model's dtype (default float32)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES,
+                        help="the model's dtype (default: float32 for --hf, as built for --module and --exported)")
     parser.add_argument("--batch", type=int, default=1, help="batch size of --hf example inputs (default 1)")
     parser.add_argument("--seq", type=int, default=64, help="sequence length of --hf example inputs (default 64)")
     parser.add_argument("--backend", action="append", default=[],
@@ -68,15 +69,17 @@ def _trace(args: argparse.Namespace):
 
     from opsuite.audit import AuditError, sources, trace
 
-    dtype = getattr(torch, args.dtype)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.hf:
-        built = sources.from_hf(args.hf, sources.parse_sets(args.set), dtype, args.train, args.batch, args.seq)
+        built = sources.from_hf(args.hf, sources.parse_sets(args.set), dtype or torch.float32, args.train, args.batch,
+                                args.seq)
     elif args.module:
         built = sources.from_module(args.module, dtype, args.train)
     else:
         built = sources.from_exported(args.exported, dtype, args.train)
     try:
-        return trace.trace_step(built.step, built.fake_mode, built.description, args.dtype, args.train)
+        return trace.trace_step(built.step, built.fake_mode, built.description,
+                                sources.model_dtype(built.step.module), args.train)
     except AuditError:
         raise
     except Exception as exc:  # the model's own code failed on fake tensors: say where, never half a report
@@ -93,7 +96,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         traced = _trace(args)
         result = report.build(traced, stacks)
         if args.run:
-            run = device.run(args, args.backend[0], args.dtype)
+            run = device.run(args, args.backend[0], traced.dtype)
             run["disagreements"] = device.compare(result, run, stacks[-1].id)
             run["agrees"] = not run["disagreements"]
             result["run"] = run

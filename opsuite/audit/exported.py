@@ -14,7 +14,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from opsuite.audit import AuditError
-from opsuite.audit.sources import fakeify
+from opsuite.audit.sources import cast, fakeify
 from opsuite.audit.trace import Step, fold
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
@@ -65,11 +65,7 @@ class ExportedStep(Step):
             if any("val" not in n.meta for n in placeholders):
                 raise AuditError("the exported program keeps neither example inputs nor input shapes")
             flat = [n.meta["val"] for n in placeholders]
-        inputs = fakeify(fake_mode, module, flat)
-        with fake_mode:
-            if dtype is not None:
-                module = module.to(dtype)
-                inputs = [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs]
+        inputs = cast(fake_mode, module, fakeify(fake_mode, module, flat), dtype)
         step = cls(module=module, forward=lambda where: _PlacedInterpreter(module, where).run(*inputs))
         step.inputs = inputs
         return step

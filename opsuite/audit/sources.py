@@ -20,7 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils import _pytree as pytree
 
 from opsuite.audit import AuditError
-from opsuite.audit.trace import Step
+from opsuite.audit.trace import Recorder, Step
 
 # Config attributes transformers keeps under another name than its constructor's keyword.
 _PRIVATE_CONFIG_KEYS = {"attn_implementation": "_attn_implementation",
@@ -117,9 +117,10 @@ def hf_inputs(model: Any, config: Any, batch: int, seq: int, dtype: torch.dtype,
         vocab = getattr(config, "vocab_size", None) or 100
         ids = torch.randint(0, vocab, (batch, seq))
         inputs: dict[str, Any] = {"input_ids": ids}
-        if config.is_encoder_decoder:
-            target = torch.randint(0, vocab, (batch, max(1, seq // 2)))
-            inputs["labels" if train else "decoder_input_ids"] = target
+        if config.is_encoder_decoder:  # decoder inputs given: a default config may lack its start token
+            inputs["decoder_input_ids"] = torch.randint(0, vocab, (batch, max(1, seq // 2)))
+            if train:
+                inputs["labels"] = inputs["decoder_input_ids"]
         elif train:
             inputs["labels"] = ids
         return inputs
@@ -140,7 +141,8 @@ def from_hf(name: str, sets: dict[str, Any], dtype: torch.dtype, train: bool, ba
     model_class = hf_class(config)
     fake_mode = FakeTensorMode()
     try:
-        with fake_mode:
+        # Under a recorder, whose results are dropped: weight initialisers may read values (`.item()`).
+        with fake_mode, Recorder({}, str(dtype).removeprefix("torch.")):
             model = model_class._from_config(config, dtype=dtype)
     except Exception as exc:  # the config does not build: the user's config, not opsuite, is at fault
         raise AuditError(f"{model_class.__name__} cannot be built from this config: {first_line(exc)}") from None
@@ -170,17 +172,39 @@ def factory(spec: str) -> Any:
     return factory
 
 
-def fakeify(fake_mode: FakeTensorMode, module: torch.nn.Module, inputs: Any) -> Any:
-    """Replace real parameters, buffers and inputs by fake ones (a factory that cannot run on fake tensors)."""
+def _replace_tensors(module: torch.nn.Module, convert: Any) -> None:
+    """Every parameter and buffer of `module` replaced by `convert(tensor)` (a parameter stays one)."""
     for mod in module.modules():
         for name, param in list(mod._parameters.items()):
             if param is not None:
-                mod._parameters[name] = torch.nn.Parameter(fake_mode.from_tensor(param.detach()),
-                                                           requires_grad=param.requires_grad)
+                mod._parameters[name] = torch.nn.Parameter(convert(param.detach()), requires_grad=param.requires_grad)
         for name, buf in list(mod._buffers.items()):
             if buf is not None:
-                mod._buffers[name] = fake_mode.from_tensor(buf)
+                mod._buffers[name] = convert(buf)
+
+
+def fakeify(fake_mode: FakeTensorMode, module: torch.nn.Module, inputs: Any) -> Any:
+    """Replace real parameters, buffers and inputs by fake ones (a factory that cannot run on fake tensors)."""
+    _replace_tensors(module, fake_mode.from_tensor)
     return pytree.tree_map_only(torch.Tensor, fake_mode.from_tensor, inputs)
+
+
+def cast(fake_mode: FakeTensorMode, module: torch.nn.Module, inputs: Any, dtype: torch.dtype | None) -> Any:
+    """Floating parameters, buffers and inputs cast to `dtype` (None: left as they are); the inputs returned.
+    (`Module.to` cannot swap the fake tensors' storage, so the tensors are replaced instead.)"""
+    if dtype is None:
+        return inputs
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() else t
+    with fake_mode:
+        _replace_tensors(module, convert)
+        return pytree.tree_map_only(torch.Tensor, convert, inputs)
+
+
+def model_dtype(module: torch.nn.Module) -> str:
+    """The dtype of the module's first floating parameter (float32 when it has none)."""
+    first = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    return str(first).removeprefix("torch.")
 
 
 def _call_factory(factory: Any, spec: str, fake_mode: FakeTensorMode) -> tuple[torch.nn.Module, Any]:
@@ -216,10 +240,7 @@ def from_module(spec: str, dtype: torch.dtype | None, train: bool) -> Built:
     """A user's module and inputs from `pkg.mod:factory`; floating parameters and inputs cast to `dtype`."""
     fake_mode = FakeTensorMode()
     module, inputs = _call_factory(factory(spec), spec, fake_mode)
-    if dtype is not None:
-        with fake_mode:
-            module = module.to(dtype)
-            inputs = pytree.tree_map_only(torch.Tensor, lambda t: t.to(dtype) if t.is_floating_point() else t, inputs)
+    inputs = cast(fake_mode, module, inputs, dtype)
     module.train(train)
     return Built(Step(module=module, forward=_caller(module, inputs)), fake_mode,
                  f"{type(module).__name__} from {spec} ({_parameters(module)})")
@@ -239,7 +260,5 @@ def from_exported(path: str, dtype: torch.dtype | None, train: bool) -> Built:
     except Exception as exc:
         raise AuditError(f"--exported {path}: not a torch.export program ({first_line(exc)})") from None
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    step = ExportedStep.build(program, fake_mode, dtype)
-    module = step.module
-    module.train(train)
-    return Built(step, fake_mode, f"exported program {file.name} ({_parameters(module)})")
+    step = ExportedStep.build(program, fake_mode, dtype)  # its graph fixes train or eval: nothing to set
+    return Built(step, fake_mode, f"exported program {file.name} ({_parameters(step.module)})")

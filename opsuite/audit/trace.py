@@ -36,9 +36,9 @@ NOT_KERNELS = frozenset({"prim", "profiler"})
 TORCH_NAMESPACES = frozenset({"aten", "prims", "_c10d_functional", "c10d", "_quantized", "quantized"})
 # Ops that copy a value to the host: a graph break or a device-to-host sync on a lazy or compiled backend.
 HOST_SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::is_nonzero", "aten::equal", "aten::item"})
-# Frames in these directories are library internals, not the line that called the op.
+# Frames in these directories (torch, the standard library, opsuite) are internals, not the line that called the op.
 _INTERNAL_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, contextlib, pytree)
-                       if getattr(m, "__file__", None)) + (os.path.dirname(__file__) + os.sep,)
+                       if getattr(m, "__file__", None)) + (os.path.dirname(os.path.dirname(__file__)) + os.sep,)
 _INTERNAL_PARTS = (f"{os.sep}transformers{os.sep}utils{os.sep}", f"{os.sep}transformers{os.sep}modeling_utils.py",
                    f"{os.sep}transformers{os.sep}integrations{os.sep}accelerate.py")
 _LAYER_INDEX = re.compile(r"\.\d+(?=\.|$)")
