@@ -54,9 +54,9 @@ def _results(path: Path, backend: str, cases: list[tuple]) -> Path:
 
 
 @functools.cache
-def fixture_matrix() -> Path:
-    """A matrix of a cpu and an xla snapshot of CASES (in the xla one aten::mm also fell back in the moe block),
-    published by the real publish code into a temporary directory."""
+def fixture_matrix(xla_moe_fallbacks: tuple[str, ...] = ("aten::nonzero", "aten::mm")) -> Path:
+    """A matrix of a cpu and an xla snapshot of CASES (in the xla one the moe block fell back on
+    `xla_moe_fallbacks`), published by the real publish code into a temporary directory."""
     import atexit
     import shutil
     import tempfile
@@ -65,7 +65,7 @@ def fixture_matrix() -> Path:
 
     work = Path(tempfile.mkdtemp(prefix="opsuite-audit-tests-"))
     atexit.register(shutil.rmtree, work, True)
-    xla_cases = [(c, s, a, f + (["aten::mm"] if c.startswith("blocks/moe") else [])) for c, s, a, f in CASES]
+    xla_cases = [(c, s, a, list(xla_moe_fallbacks) if c.startswith("blocks/moe") else f) for c, s, a, f in CASES]
     publish.publish([_results(work / "cpu.jsonl", "cpu", CASES)], work / "matrix")
     publish.publish([_results(work / "xla.jsonl", "xla", xla_cases)], work / "matrix")
     return work / "matrix"

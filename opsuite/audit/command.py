@@ -97,7 +97,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         result = report.build(traced, stacks)
         if args.run:
             run = device.run(args, args.backend[0], traced.dtype)
-            run["disagreements"] = device.compare(result, run, stacks[-1].id)
+            own = [s for s in stacks if s.id.startswith(f"{args.backend[0]}/")]  # --backend's: the last of them
+            run["disagreements"] = device.compare(result, run, own[-1].id)
             run["agrees"] = not run["disagreements"]
             result["run"] = run
     except AuditError as exc:
