@@ -17,6 +17,8 @@ SCHEMA_VERSION = 1
 FORMAT = "opsuite-audit"
 # How many places (module paths, source lines) and case ids a table cell shows; JSON keeps them all.
 SHOWN = 2
+# Verdicts whose case ids the summary names too.
+CITED = ("crash", "timeout", "compile_error", "runtime_error", "mismatch", "fallback")
 # Verdicts that the summary spells out op by op.
 NAMED = ("custom_kernel", "crash", "timeout", "compile_error", "runtime_error", "mismatch", "fallback", "untested",
          "conditional")
@@ -71,8 +73,9 @@ def _cases(verdict: dict[str, Any]) -> str:
     return ", ".join(cases[:SHOWN]) + (f" +{len(cases) - SHOWN}" if len(cases) > SHOWN else "")
 
 
-def _mentions(rows: list[dict[str, Any]]) -> str:
-    """`aten::nonzero x16 in model.layers.*.block_sparse_moe, ...` for the summary."""
+def _mentions(rows: list[dict[str, Any]], stack_id: str | None = None) -> str:
+    """`aten::nonzero x16 in model.layers.*.block_sparse_moe, ...` for the summary; with `stack_id`, the
+    case ids each op's verdict on that stack rests on too."""
     by_op: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_op.setdefault(row["op"], []).append(row)
@@ -83,7 +86,9 @@ def _mentions(rows: list[dict[str, Any]]) -> str:
         for r in its:
             modules.update(r["modules"])
         where = modules.most_common(1)[0][0] if modules else ""
-        parts.append(f"{op} x{calls} in {where or '(top level)'}")
+        cases = sorted({c for r in its for c in r["verdicts"][stack_id]["cases"]}) if stack_id else []
+        parts.append(f"{op} x{calls} in {where or '(top level)'}"
+                     + (f" [cases: {_cases({'cases': cases})}]" if cases else ""))
     return "; ".join(parts)
 
 
@@ -103,7 +108,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             text = f"{counts[verdict]} {WORDS[verdict]}"
             if verdict in NAMED:
                 rows = [r for r in report["ops"] if r["verdicts"][stack["id"]]["verdict"] == verdict]
-                text += f" ({_mentions(rows)})"
+                text += f" ({_mentions(rows, stack['id'] if verdict in CITED else None)})"
             parts.append(text)
         lines.append(f"{stack['id']} [{stack['label']}]: " + "; ".join(parts))
     for flag, title in (("custom", "Custom kernels to port"), ("host_sync", "Host syncs (a graph break or a "
