@@ -38,8 +38,9 @@ class Built:
 
 def first_line(exc: BaseException) -> str:
     """`ErrorType: first line of the message`, for one-line reports of a user's code failing."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    from opsuite.execute import first_line as message
+
+    return f"{type(exc).__name__}: {message(exc)}"
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
