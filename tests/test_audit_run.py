@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from tests.matrix_support import ROOT, opsuite
 from tests.test_audit import audit_json, fixture_matrix
 
 pytestmark = pytest.mark.xla
@@ -22,6 +25,19 @@ def test_a_tiny_llama_runs_on_xla_as_a_case(capsys):
     assert record["status"] == "pass" and record["numerics"]["verdict"] in ("close", "as_accurate_as_cpu")
     assert record["compiles"] >= 2 and record["device_s"] > 0   # a graph per sequence length at least
     assert run["agrees"] == (not run["disagreements"])
+
+
+def test_a_training_step_runs_after_the_fake_backward():
+    """The trace runs a backward on (fake) CPU tensors; the XLA backward after it must still work. In a
+    fresh process: this one opened the XLA device first (conftest.py), which hides the problem."""
+    done = opsuite("audit", *TINY_LLAMA, "--train", "--matrix", str(fixture_matrix()), "--backend", "xla", "--run",
+                   "--format", "json", cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    record = report["run"]["record"]
+    assert record["case_id"] == "audit/llama/float32/train"
+    assert record["status"] == "pass", record["failure"]
+    assert {r["direction"] for r in report["ops"]} == {"forward", "backward", "train"}
 
 
 def test_a_fallback_the_matrix_does_not_record_is_named_as_a_gap(capsys):

@@ -93,10 +93,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     try:
         fail_on = _check(args)
         stacks = join.open_stacks(args.matrix, args.stack, args.backend)  # a bad stack fails before tracing
+        backend = device.open_backend(args, args.backend[0]) if args.run else None
         traced = _trace(args)
         result = report.build(traced, stacks)
-        if args.run:
-            run = device.run(args, args.backend[0], traced.dtype)
+        if backend:
+            run = device.run(args, backend, traced.dtype)
             own = [s for s in stacks if s.id.startswith(f"{args.backend[0]}/")]  # --backend's: the last of them
             run["disagreements"] = device.compare(result, run, own[-1].id)
             run["agrees"] = not run["disagreements"]

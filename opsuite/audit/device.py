@@ -78,18 +78,25 @@ def _samples(args: argparse.Namespace, dtype: Any, seq_lens: list[int]):
     return make
 
 
-def run(args: argparse.Namespace, backend_name: str, dtype_name: str) -> dict[str, Any]:
-    """Run the audited model as a case on `backend_name`; its record and the run's facts."""
+def open_backend(args: argparse.Namespace, backend_name: str) -> Any:
+    """The backend to run on, opened before anything is traced: the autograd engine sizes its per-device
+    queues at its first backward pass, and an XLA device opened after a (fake) CPU backward trips its
+    internal assert in every XLA backward."""
     from opsuite import backends
-    from opsuite.catalog import DTYPES, Case
-    from opsuite.execute import run_case
 
     if args.exported:
         raise AuditError("--run needs the model's code (--hf or --module); an exported program is audited offline only")
     try:
-        backend = backends.open_backend(backend_name)
+        return backends.open_backend(backend_name)
     except backends.BackendError as exc:
         raise AuditError(str(exc)) from None
+
+
+def run(args: argparse.Namespace, backend: Any, dtype_name: str) -> dict[str, Any]:
+    """Run the audited model as a case on the opened `backend`; its record and the run's facts."""
+    from opsuite.catalog import DTYPES, Case
+    from opsuite.execute import run_case
+
     direction = "train" if args.train else "forward"
     name = (args.hf or args.module).replace("/", "_")
     case = Case(KIND, name, dtype_name, direction)
@@ -99,7 +106,7 @@ def run(args: argparse.Namespace, backend_name: str, dtype_name: str) -> dict[st
     if record["status"] == "skip" and record.get("failure"):
         raise AuditError(f"the model does not run on the CPU reference: {record['failure']['message']}")
     spent = sum(record[k] or 0 for k in ("cpu_s", "compile_s", "device_s"))
-    return {"backend": backend_name, "seq_lens": seq_lens, "record": record,
+    return {"backend": backend.name, "seq_lens": seq_lens, "record": record,
             "host_s": round(max(0.0, (record["wall_s"] or 0) - spent), 3)}
 
 
