@@ -15,9 +15,11 @@ result (the largest shape, a value of 1 or False) so that the rest of the model 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -204,6 +206,11 @@ class Recorder(TorchDispatchMode):
             raise Untraceable(f"cannot trace {name}: fake tensors have no implementation of it"
                               f"{' (a custom op: give it one with torch.library.register_fake)' if use.custom else ''};"
                               f" called in {module or '(top level)'} at {source}") from exc
+        except Exception as exc:  # the op's own checks refuse these inputs (a dtype its kernel lacks)
+            from opsuite.execute import first_line
+
+            raise Untraceable(f"cannot trace {name}: {type(exc).__name__}: {first_line(exc)}; called in "
+                              f"{module or '(top level)'} at {source}") from exc
 
     def _use(self, name: str, namespace: str, args: tuple, kwargs: dict) -> OpUse:
         tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
@@ -266,24 +273,37 @@ def trace_step(step: Step, fake_mode: Any, model: str, dtype: str, train: bool) 
     """Trace one inference step, or one training step (forward, backward, one AdamW step), on fake tensors."""
     names = {id(m): n for n, m in step.module.named_modules(remove_duplicate=False)}
     recorder = Recorder(names, dtype)
-    with fake_mode, recorder.where.hooks(), recorder:
-        if not train:
-            with torch.no_grad():
-                step.forward(recorder.where)
-        else:
-            params = [p for p in step.module.parameters() if p.requires_grad]
-            if not params:
-                raise AuditError("--train: the model has no parameter that requires grad")
-            with torch.enable_grad():
-                out = step.forward(recorder.where)
-                loss = step.loss(out) if step.loss else _default_loss(out)
-            with recorder.phase("backward"):
-                loss.backward()
-            with recorder.phase("train"):
-                recorder.where.override = ("(optimizer)", "torch.optim.AdamW.step")
-                torch.optim.AdamW(params, lr=1e-4).step()
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = fake_log.level
+    fake_log.setLevel(logging.CRITICAL)  # an op that fails is reported in one line, not with torch's traceback
+    try:
+        with warnings.catch_warnings(), fake_mode, recorder.where.hooks(), recorder:
+            # Code that checks alignment reads a data pointer; a fake tensor's is meaningless, and so is the warning.
+            warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
+            _run(step, recorder, train)
+    finally:
+        fake_log.setLevel(level)
     return Trace(uses=list(recorder.uses.values()), model=model, dtype=dtype, train=train,
                  assumptions=list(recorder.assumptions))
+
+
+def _run(step: Step, recorder: Recorder, train: bool) -> None:
+    """The step itself, each phase under its direction."""
+    if not train:
+        with torch.no_grad():
+            step.forward(recorder.where)
+    else:
+        params = [p for p in step.module.parameters() if p.requires_grad]
+        if not params:
+            raise AuditError("--train: the model has no parameter that requires grad")
+        with torch.enable_grad():
+            out = step.forward(recorder.where)
+            loss = step.loss(out) if step.loss else _default_loss(out)
+        with recorder.phase("backward"):
+            loss.backward()
+        with recorder.phase("train"):
+            recorder.where.override = ("(optimizer)", "torch.optim.AdamW.step")
+            torch.optim.AdamW(params, lr=1e-4).step()
 
 
 def _default_loss(out: Any) -> torch.Tensor:
