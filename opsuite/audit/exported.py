@@ -7,7 +7,6 @@ The graph has no `nn.Module` calls left to hook, but each node keeps where it ca
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,25 +46,17 @@ class _PlacedInterpreter(torch.fx.Interpreter):
             self.where.override = None
 
 
-@dataclass
-class ExportedStep(Step):
-    """The step of an exported program: its graph module and example inputs, both fake."""
-
-    inputs: list[Any] | None = None
-
-    @classmethod
-    def build(cls, program: Any, fake_mode: Any, dtype: torch.dtype | None) -> "ExportedStep":
-        """The program's module with fake parameters, and fake inputs from its example inputs or its signature."""
-        module = program.module()
-        example = getattr(program, "example_inputs", None)
-        if example is not None:
-            flat = pytree.tree_leaves(example)
-        else:
-            placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
-            if any("val" not in n.meta for n in placeholders):
-                raise AuditError("the exported program keeps neither example inputs nor input shapes")
-            flat = [n.meta["val"] for n in placeholders]
-        inputs = cast(fake_mode, module, fakeify(fake_mode, module, flat), dtype)
-        step = cls(module=module, forward=lambda where: _PlacedInterpreter(module, where).run(*inputs))
-        step.inputs = inputs
-        return step
+def exported_step(program: Any, fake_mode: Any, dtype: torch.dtype | None) -> Step:
+    """The step of an exported program: its graph module with fake parameters, run on fake inputs from its
+    example inputs or its signature."""
+    module = program.module()
+    example = getattr(program, "example_inputs", None)
+    if example is not None:
+        flat = pytree.tree_leaves(example)
+    else:
+        placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+        if any("val" not in n.meta for n in placeholders):
+            raise AuditError("the exported program keeps neither example inputs nor input shapes")
+        flat = [n.meta["val"] for n in placeholders]
+    inputs = cast(fake_mode, module, fakeify(fake_mode, module, flat), dtype)
+    return Step(module=module, forward=lambda where: _PlacedInterpreter(module, where).run(*inputs))

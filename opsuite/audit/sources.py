@@ -251,7 +251,7 @@ def from_module(spec: str, dtype: torch.dtype | None, train: bool) -> Built:
 
 def from_exported(path: str, dtype: torch.dtype | None, train: bool) -> Built:
     """A saved torch.export program, run node by node so that each op keeps its module path and line."""
-    from opsuite.audit.exported import ExportedStep
+    from opsuite.audit.exported import exported_step
 
     file = Path(path)
     if not file.is_file():
@@ -261,5 +261,5 @@ def from_exported(path: str, dtype: torch.dtype | None, train: bool) -> Built:
     except Exception as exc:
         raise AuditError(f"--exported {path}: not a torch.export program ({first_line(exc)})") from None
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    step = ExportedStep.build(program, fake_mode, dtype)  # its graph fixes train or eval: nothing to set
+    step = exported_step(program, fake_mode, dtype)  # its graph fixes train or eval: nothing to set
     return Built(step, fake_mode, f"exported program {file.name} ({_parameters(step.module)})")

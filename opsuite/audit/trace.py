@@ -65,10 +65,6 @@ class OpUse:
     host_sync: bool = False       # copies a value to the host
     data_dependent: bool = False  # output shape depends on the data; the trace assumed the largest
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return self.op, self.dtype, self.direction
-
 
 @dataclass
 class Trace:
@@ -83,11 +79,6 @@ class Trace:
     @property
     def calls(self) -> int:
         return sum(u.calls for u in self.uses)
-
-
-def op_name(func: Any) -> str:
-    """`aten::add.Tensor`, `aten::_softmax` (the default overload without a suffix), as records spell it."""
-    return func.name()
 
 
 def fold(path: str) -> str:
@@ -185,7 +176,7 @@ class Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         if func.namespace in NOT_KERNELS:
             return func(*args, **kwargs)
-        name = op_name(func)
+        name = func.name()  # aten::add.Tensor, aten::_softmax (the default overload): as records spell it
         module, source = self._place()
         if self.direction == "forward" and torch.is_grad_enabled():
             # The node autograd made for this op (if it needs one) has the newest sequence number.
@@ -262,11 +253,10 @@ class Recorder(TorchDispatchMode):
 
 @dataclass
 class Step:
-    """What one traced step runs: the forward call, the loss of its output (train), and the parameters."""
+    """What one traced step runs: the module (its parameters, its module paths) and the forward call."""
 
     module: torch.nn.Module
     forward: Callable[["_Where"], Any]   # given where ops are, for a runner that knows better (fx nodes)
-    loss: Callable[[Any], torch.Tensor] | None = None
 
 
 def trace_step(step: Step, fake_mode: Any, model: str, dtype: str, train: bool) -> Trace:
@@ -298,7 +288,7 @@ def _run(step: Step, recorder: Recorder, train: bool) -> None:
             raise AuditError("--train: the model has no parameter that requires grad")
         with torch.enable_grad():
             out = step.forward(recorder.where)
-            loss = step.loss(out) if step.loss else _default_loss(out)
+            loss = _loss(out)
         with recorder.phase("backward"):
             loss.backward()
         with recorder.phase("train"):
@@ -306,7 +296,7 @@ def _run(step: Step, recorder: Recorder, train: bool) -> None:
             torch.optim.AdamW(params, lr=1e-4).step()
 
 
-def _default_loss(out: Any) -> torch.Tensor:
+def _loss(out: Any) -> torch.Tensor:
     """The model's own loss when it returns one, else the sum of its first floating output."""
     loss = getattr(out, "loss", None)
     if isinstance(loss, torch.Tensor):
