@@ -14,7 +14,7 @@ from torch.utils import _pytree as pytree
 
 from opsuite.audit import AuditError
 from opsuite.audit.sources import cast, fakeify
-from opsuite.audit.trace import Step, fold
+from opsuite.audit.trace import Step, display_path, fold, internal
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
@@ -26,8 +26,8 @@ def _place(node: torch.fx.Node) -> tuple[str, str]:
     if stack:
         path = list(stack.values())[-1][0]
         path = re.sub(r"^L\['self'\]\.?", "", path)
-    frames = _FRAME.findall(node.meta.get("stack_trace") or "")
-    source = f"{frames[-1][0]}:{frames[-1][1]}" if frames else "?"
+    frames = [f for f in _FRAME.findall(node.meta.get("stack_trace") or "") if not internal(f[0])]
+    source = f"{display_path(frames[-1][0])}:{frames[-1][1]}" if frames else "?"
     return fold(path), source
 
 

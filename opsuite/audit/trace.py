@@ -81,12 +81,17 @@ class Trace:
         return sum(u.calls for u in self.uses)
 
 
+def internal(filename: str) -> bool:
+    """Whether a source file is library machinery (torch, the standard library, opsuite) or generated code."""
+    return filename.startswith(_INTERNAL_DIRS) or filename.startswith("<") or any(p in filename for p in _INTERNAL_PARTS)
+
+
 def fold(path: str) -> str:
     """`model.layers.3.mlp` -> `model.layers.*.mlp`: repeated layers are one row."""
     return _LAYER_INDEX.sub(".*", path)
 
 
-def _display_path(filename: str) -> str:
+def display_path(filename: str) -> str:
     """A source file as a reader finds it: relative to site-packages, or to the working directory."""
     for marker in (f"site-packages{os.sep}", f"dist-packages{os.sep}"):
         if marker in filename:
@@ -114,13 +119,11 @@ class _Where:
         frame = sys._getframe(2)
         while frame is not None:
             code = frame.f_code
-            internal = self._internal.get(code)
-            if internal is None:
-                name = code.co_filename
-                internal = self._internal[code] = (name.startswith(_INTERNAL_DIRS) or name.startswith("<")
-                                                   or any(p in name for p in _INTERNAL_PARTS))
-            if not internal:
-                return f"{_display_path(code.co_filename)}:{frame.f_lineno}"
+            skip = self._internal.get(code)
+            if skip is None:
+                skip = self._internal[code] = internal(code.co_filename)
+            if not skip:
+                return f"{display_path(code.co_filename)}:{frame.f_lineno}"
             frame = frame.f_back
         return "?"
 
