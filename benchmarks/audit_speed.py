@@ -9,7 +9,7 @@ Measured in this one invocation, each in a fresh process (imports included), `--
 
 Then, in this process, the join alone (open the stack, judge every traced row) against reading the lookup
 index (`index.json`) as a baseline, on the matrix as `opsuite reindex` leaves it (a reindexed temporary copy
-when the repository's snapshots have no aten.json yet). Prints medians, the audit's peak memory (max RSS of its process), and
+when the repository's matrix has not been reindexed since aten.json or its index's version came). Prints medians, the audit's peak memory (max RSS of its process), and
 the ratios audit / bare and join / index read. Goals: audit under 20 s and 2 GB on a 2-core machine, join
 under 1 s. On a shared machine the wall times grow with the load (printed per round); the CPU time
 (user + system) of the audit's process does not. Usage (either environment): python benchmarks/audit_speed.py [--backend xla] [--repeat 3]
@@ -54,16 +54,20 @@ def _timed(argv: list[str]) -> tuple[float, float, float, str]:
 
 
 def _reindexed() -> Path:
-    """The repository's matrix as `opsuite reindex` leaves it (with each snapshot's aten.json): itself when
-    it has them, else a reindexed copy of its snapshots in a temporary directory."""
+    """The repository's matrix as `opsuite reindex` leaves it (each snapshot's aten.json, the current lookup
+    index): itself when it is so, else a reindexed copy of its snapshots in a temporary directory."""
     import shutil
     import tempfile
 
-    from opsuite.matrix import DEFAULT_MATRIX, op_cells, publish
+    from opsuite.matrix import DEFAULT_MATRIX, MatrixError, index, op_cells, publish
 
     snapshots = sorted(DEFAULT_MATRIX.glob("*/*/snapshot.json"))
-    if all((s.parent / op_cells.FILE).is_file() for s in snapshots):
-        return DEFAULT_MATRIX
+    try:
+        index.load(DEFAULT_MATRIX)
+        if all((s.parent / op_cells.FILE).is_file() for s in snapshots):
+            return DEFAULT_MATRIX
+    except MatrixError:  # an index of an older version: reindex a copy
+        pass
     copy = Path(tempfile.mkdtemp(prefix="opsuite-audit-bench-"))
     for file in snapshots:
         (copy / file.parent.relative_to(DEFAULT_MATRIX)).mkdir(parents=True)
@@ -77,9 +81,13 @@ def main() -> None:
     parser.add_argument("--backend", default="xla")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    from opsuite.audit import join
+    from opsuite.matrix import index
+
+    matrix = _reindexed()
     sets = [a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")]
     audit_argv = [sys.executable, "-m", "opsuite.cli", "audit", "--hf", "llama", *sets, "--train", "--dtype",
-                  "bfloat16", "--backend", args.backend, "--format", "json"]
+                  "bfloat16", "--backend", args.backend, "--format", "json", "--matrix", str(matrix)]
     bare_argv = [sys.executable, "-c", f"SETTINGS = {SETTINGS!r}\n{BARE}"]
     bare, audit, audit_cpu, peaks = [], [], [], []
     report = None
@@ -93,10 +101,6 @@ def main() -> None:
         print(f"round {round_ + 1}: bare {bare[-1]:.1f} s, audit {seconds:.1f} s wall, {cpu:.1f} s CPU "
               f"(peak {peak:.0f} MiB); load average {os.getloadavg()[0]:.1f}")
 
-    from opsuite.audit import join
-    from opsuite.matrix import index
-
-    matrix = _reindexed()
     rows = [(r["op"], r["dtype"], r["direction"], r["custom"]) for r in report["ops"]]
     join_s, index_s = [], []
     for _ in range(args.repeat):
