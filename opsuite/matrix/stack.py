@@ -14,8 +14,11 @@ from typing import Any
 
 # Per backend, the header fields that name its version, most significant first: they order the snapshots
 # of a backend (history, charts) and make the directory name readable. Unlisted backends use torch's.
+_NEURON = ("neuron_sdk", "torch_neuronx", "neuronx_cc", "neuron_runtime", "instance_type")
 VERSION_FIELDS: dict[str, tuple[str, ...]] = {
-    "neuron-xla": ("torch_neuronx", "neuronx_cc", "neuron_runtime", "instance_type", "torch_xla", "torch"),
+    "neuron": (*_NEURON, "torch"),
+    "neuron-compile": (*_NEURON, "torch"),
+    "neuron-xla": (*_NEURON, "torch_xla", "torch"),
     "xla": ("torch_xla", "torch", "pjrt_device"),
     "cpu": ("torch",),
 }
