@@ -62,6 +62,11 @@ def label(header: dict[str, Any]) -> str:
     return " · ".join(f"{name} {value}" for name, value in versions(header).items()) or header["backend"]
 
 
+def release_name(backend: str, versions_: dict[str, Any]) -> str | None:
+    """The most significant version a snapshot has (`2.9.0` for torch_xla 2.9.0): how people name a release."""
+    return next((str(versions_[name]) for name in version_fields(backend) if versions_.get(name) is not None), None)
+
+
 def order_key(backend: str, versions_: dict[str, Any], started_at: str) -> tuple:
     """Sort key of a snapshot among its backend's: each version field as a version, then the run's start."""
     from packaging.version import InvalidVersion, Version
