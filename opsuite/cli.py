@@ -18,6 +18,7 @@ from typing import Callable
 from opsuite import CASES_DIR
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
+from opsuite.nightly import COMMANDS as NIGHTLY_COMMANDS
 
 
 class UserError(Exception):
@@ -171,6 +172,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "repro": (_add_repro, cmd_repro, "rerun one case in-process with its traceback"),
     "summary": (_add_summary, cmd_summary, "validate results files and print their status tables"),
     **MATRIX_COMMANDS,
+    **NIGHTLY_COMMANDS,
 }
 
 

@@ -79,7 +79,7 @@ def cmd_release_notes(args: argparse.Namespace) -> int:
 
     a, b = (snapshot.load(snapshot.resolve(ref, args.matrix)) for ref in (args.a, args.b))
     result = release_notes.release_notes(a, b)
-    print(json.dumps(result, indent=1) if args.json else release_notes.markdown(result))
+    sys.stdout.write(json.dumps(result, indent=1) + "\n" if args.json else release_notes.markdown(result))
     if args.write:
         for path in release_notes.write(result, args.matrix):
             print(f"wrote {path}", file=sys.stderr)

@@ -150,12 +150,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 def html(result: dict[str, Any]) -> str:
     """The notes as a self-contained HTML page (same style and policy as the snapshot pages)."""
-    from opsuite.matrix.render_html import _environment
+    from opsuite.matrix.render_html import STATUS_COLORS, _environment
 
     sections = [{"key": key, "title": title, "meaning": meaning, "fallback": key in ("new_fallbacks", "fallbacks_removed"),
                  "rows": [(e["case_id"], *_entry_text(key, e)) for e in result["sections"][key]]}
                 for key, title, meaning in SECTIONS]
-    return _environment().get_template("release_notes.html.j2").render(notes=result, sections=sections, stem=stem(result))
+    return _environment().get_template("release_notes.html.j2").render(
+        notes=result, sections=sections, stem=stem(result), colors=STATUS_COLORS)
 
 
 def stem(result: dict[str, Any]) -> str:
