@@ -90,7 +90,7 @@ def headline(a: Snapshot, b: Snapshot, sections: dict[str, list[dict[str, Any]]]
     """`xla 2.9.0 vs 2.8.1: +14 working, -3 broken, 5 fewer fallbacks, 2 added, 1 removed by the catalog`."""
     name_a, name_b = short_name(a), short_name(b)
     if name_a == name_b:  # two nightlies of one release: tell them apart by when they ran
-        name_a, name_b = (f"{n} ({s.data['started_at'][:10]})" for n, s in ((name_a, a), (name_b, b)))
+        name_a, name_b = (f"{n} ({s.data['started_at'][:16]})" for n, s in ((name_a, a), (name_b, b)))
     common = a.cells.keys() & b.cells.keys()
     # Cells with host fallbacks, among the cases both have.
     fallbacks = sum(bool(_fallback_ops(b.cells[c])) for c in common) - sum(bool(_fallback_ops(a.cells[c])) for c in common)
@@ -160,8 +160,10 @@ def html(result: dict[str, Any]) -> str:
 
 
 def stem(result: dict[str, Any]) -> str:
-    """The file name (without suffix) of a pair's notes: `<key of A>..<key of B>`."""
-    return f"{result['a']['id'].split('/', 1)[1]}..{result['b']['id'].split('/', 1)[1]}"
+    """The file name (without suffix) of a pair's notes, `2.8.1..2.9.0__<hash of A>-<hash of B>`: the
+    releases, then the stack keys' hashes (whole keys would pass the file system's 255-byte limit)."""
+    releases = "..".join(stack.safe_name(result[side]["name"]) for side in ("a", "b"))
+    return f"{releases}__" + "-".join(result[side]["id"].rsplit("__", 1)[-1] for side in ("a", "b"))
 
 
 def _write_atomically(path: Path, text: str) -> None:

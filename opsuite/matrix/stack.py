@@ -54,7 +54,12 @@ def key(header: dict[str, Any]) -> str:
     """The snapshot directory name: the versions, readable, then a hash of the whole identity."""
     digest = hashlib.sha256(json.dumps(identity(header), sort_keys=True).encode()).hexdigest()[:10]
     parts = [f"{name}-{value}" for name, value in versions(header).items()]
-    return "__".join(_UNSAFE.sub("_", part) for part in [*parts, digest])
+    return "__".join(safe_name(part) for part in [*parts, digest])
+
+
+def safe_name(text: str) -> str:
+    """Text made fit for a file name: runs of characters other than letters, digits, `._+-` become `_`."""
+    return _UNSAFE.sub("_", text)
 
 
 def label(header: dict[str, Any]) -> str:
