@@ -62,7 +62,10 @@ def common_scope(a: Snapshot, b: Snapshot) -> tuple[dict[str, dict[str, Any]], d
 def compare(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Every section's entries (`case_id`, `before`, `after` cells, and `ops` for fallback sections)."""
     changes = diff.compare(old, new)
-    entry = lambda case_id, **more: {"case_id": case_id, "before": old.get(case_id), "after": new.get(case_id), **more}
+
+    def entry(case_id: str, **more: Any) -> dict[str, Any]:
+        return {"case_id": case_id, "before": old.get(case_id), "after": new.get(case_id), **more}
+
     sections: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in SECTIONS}
     sections["newly_broken"] = [entry(c) for c in changes["regressed"]]
     sections["newly_working"] = [entry(c) for c in changes["improved"]]
