@@ -65,4 +65,4 @@ def test_nights_of_one_release_then_a_release_that_loses_a_kernel(tmp_path):
     page = (matrix / notes["neuron 2.34.0 vs 2.33.0: +0 working, -1 broken, 1 more fallbacks"]["md"]).read_text()
     # sin's backward fell back already (aten::cos.out); now aten::sin too: a new fallback, not a new break.
     gained = page.split("## New host fallbacks (2)")[1]
-    assert f"| `{SIN}` | aten::sin |" in gained and "| `ops/sin/float32/backward` | aten::sin |" in gained
+    assert f"| `{SIN}` | aten::sin.out |" in gained and "| `ops/sin/float32/backward` | aten::sin.out |" in gained
