@@ -150,7 +150,7 @@ def test_a_failed_publish_leaves_the_matrix_as_it_was(tmp_path, results, monkeyp
     if where == "rendering":
         def broken(*args, **kwargs):
             raise RuntimeError("injected failure")
-        monkeypatch.setattr(render_html, "index_page", broken)
+        monkeypatch.setattr(render_html, "index_files", broken)
     else:
         real_rename = os.rename
         failed = []
