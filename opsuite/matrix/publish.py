@@ -2,7 +2,7 @@
 
 Everything is written first into a staging directory inside the matrix (same file system): the new
 snapshot directory (snapshot.json, README.md, index.html, the compressed results files) and the
-regenerated top-level files (README.md, index.json, index.html). Only then is it moved into place by
+regenerated top-level files (README.md, index.json, index-cells.jsonl, index.html). Only then is it moved into place by
 renames, each undone if a later one fails, so a failed publish leaves the matrix as it was. A lock on
 the matrix directory keeps two publishes from interleaving.
 """
@@ -76,7 +76,7 @@ def derived_files(snapshots: list[Snapshot]) -> dict[str, str]:
     lookup_index = index.build(snapshots)
     return {
         "README.md": render_md.index_page(snapshots),
-        index.FILE: json.dumps(lookup_index, separators=(",", ":")) + "\n",
+        **index.files(lookup_index),
         **render_html.index_files(snapshots, lookup_index),
     }
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 from importlib import resources
 from typing import Any
 
-from opsuite.matrix import history, notes, stack
+from opsuite.matrix import history, index, notes, stack
 from opsuite.matrix.lookup import column_order
 from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
@@ -120,17 +120,18 @@ def chart(snapshots: list[Snapshot]) -> list[dict[str, Any]]:
 
 def search_terms(lookup_index: dict[str, Any]) -> dict[str, list[str]]:
     """Per subject (`kind/name`), the names the index page's search matches, most telling first: the
-    name, its last dotted part, and the aten overloads its CPU runs dispatched (`index["aten"]`).
+    name, its last dotted part, the other names lookup resolves to it (`index.search_terms`: OpInfo's
+    aliases, `F.softmax`, `torch.softmax`), and the aten overloads its CPU runs dispatched (`index["aten"]`).
 
     The page's script normalises both these terms and what is typed (`F.`, `torch.`, `aten::`,
     overloads, a trailing `_`), so a term may be given in any of those spellings.
     """
-    terms = {subject: [name, name.rpartition(".")[2]]
+    aliases = index.search_terms(lookup_index)
+    terms = {subject: [name, name.rpartition(".")[2], *aliases[subject]]
              for subject, name in ((s, s.partition("/")[2]) for s in lookup_index["subjects"])}
-    for op, case_ids in lookup_index["aten"].items():
-        for case_id in case_ids:
-            kind, name, _, _ = split_id(case_id)
-            terms.setdefault(f"{kind}/{name}", []).append(op)
+    for op, subjects in lookup_index["aten"].items():
+        for subject in subjects:
+            terms[subject].append(op)
     return {subject: list(dict.fromkeys(names)) for subject, names in terms.items()}
 
 
