@@ -19,6 +19,7 @@ from opsuite import CASES_DIR
 from opsuite.audit.command import COMMANDS as AUDIT_COMMANDS
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
+from opsuite.nightly import COMMANDS as NIGHTLY_COMMANDS
 
 
 class UserError(Exception):
@@ -225,6 +226,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "summary": (_add_summary, cmd_summary, "validate results files and print their status tables"),
     **MATRIX_COMMANDS,
     **AUDIT_COMMANDS,
+    **NIGHTLY_COMMANDS,
 }
 
 
