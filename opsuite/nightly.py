@@ -21,28 +21,10 @@ from opsuite.matrix import MATRIX_ENV, MatrixError, find_matrix
 
 EXIT_OK, EXIT_FAILED = 0, 1
 REPORT = "nightly-report.md"
-# The run options of a published snapshot: the matrix profile (docs/matrix.md). `profile_options`
-# uses `opsuite run --profile matrix` (and `--resume` to continue an interrupted night) where this
-# opsuite has them, and this spelled-out equivalent otherwise.
-MATRIX_PROFILE = ("--kinds", "ops,blocks,models", "--dtypes", "float32,bfloat16", "--samples", "all")
-
-
-def _run_flags() -> set[str]:
-    """The option strings `opsuite run` accepts."""
-    from opsuite.cli import COMMANDS
-
-    parser = argparse.ArgumentParser()
-    COMMANDS["run"][0](parser)
-    return {flag for action in parser._actions for flag in action.option_strings}
-
-
 def profile_options(results: Path) -> list[str]:
-    """The `opsuite run` options of a nightly: the matrix profile, writing `results`, or continuing the
-    run in it (`--resume RESULTS`) where it exists and this opsuite can."""
-    flags = _run_flags()
-    options = ["--profile", "matrix"] if "--profile" in flags else list(MATRIX_PROFILE)
-    resume = results.exists() and "--resume" in flags
-    return options + ["--resume" if resume else "--results", str(results)]
+    """The `opsuite run` options of a nightly: the matrix profile (the options published snapshots are
+    run with, `opsuite/profiles.py`), writing `results`, or continuing the interrupted run in it."""
+    return ["--profile", "matrix", "--resume" if results.exists() else "--results", str(results)]
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +36,7 @@ def _add(parser: argparse.ArgumentParser) -> None:
                         help="where the results file and the report go (default: ./nightly)")
     parser.add_argument("--results", type=Path,
                         help="results file of this night (default: <work>/<backend>-nightly-<time>.jsonl); an "
-                             "existing one is resumed where `opsuite run --resume` exists")
+                             "existing one is resumed (`opsuite run --resume`)")
     parser.add_argument("-n", dest="workers", help="parallel workers (pytest-xdist): a number or 'auto'")
     parser.add_argument("-k", dest="keyword", help="only the cases this pytest -k expression selects (a subset: "
                                                    "for trying the job out, not for a published matrix)")
