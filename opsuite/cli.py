@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 from opsuite import CASES_DIR
+from opsuite.audit.command import COMMANDS as AUDIT_COMMANDS
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
+from opsuite.nightly import COMMANDS as NIGHTLY_COMMANDS
+from opsuite.vocabulary import KINDS, NOT_APPLICABLE, WORKING, check_choices
 
 
 class UserError(Exception):
@@ -30,17 +33,30 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="backend under test (default: a Neuron device if present, else xla)")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression selecting cases, e.g. 'softmax and bfloat16'")
     parser.add_argument("-n", dest="workers", help="parallel workers (pytest-xdist), a number or 'auto'")
-    parser.add_argument("--samples", default="2", help="samples per case, or 'all' (default 2)")
-    parser.add_argument("--dtypes", help="comma-separated dtypes (default: all)")
-    parser.add_argument("--directions", help="comma-separated directions (default: all)")
-    parser.add_argument("--kinds", default="ops", help="comma-separated case kinds: ops, blocks, models (default ops)")
+    parser.add_argument("--profile", help="named options (opsuite/profiles.py): quick (the default: ops, blocks, "
+                                          "models; float32, bfloat16; 2 samples) or matrix (the same, every "
+                                          "sample: what published snapshots run); with --baseline, the "
+                                          "baseline's own options are the default")
+    parser.add_argument("--op", action="append", metavar="NAME",
+                        help="only these subjects, named as lookup accepts them (F.softmax, aten::index_put_, "
+                             "an OpInfo alias, a block); repeatable or comma-separated")
+    parser.add_argument("--samples", help="samples per case, or 'all' (overrides the profile)")
+    parser.add_argument("--dtypes", help="comma-separated dtypes (overrides the profile)")
+    parser.add_argument("--directions", help="comma-separated directions (overrides the profile)")
+    parser.add_argument("--kinds", help="comma-separated case kinds: ops, blocks, models (overrides the profile)")
     parser.add_argument("--results", help="results file (default: results/<backend>/<run id>.jsonl)")
     parser.add_argument("--case-timeout", type=float, help="seconds before a case is killed (default 300)")
     parser.add_argument("--baseline", metavar="SNAPSHOT",
                         help="regression mode: compare with a published snapshot (directory or id); exit 1 "
-                             "when a case that passed there does not pass now")
+                             "when a case that passed there does not pass now, or one of its cases did not run")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="with --baseline: baseline cases this run leaves out were deselected on purpose; "
+                             "report them, do not fail")
     parser.add_argument("--update-baseline", action="store_true",
                         help="with --baseline: publish this run as a snapshot into the baseline's matrix")
+    parser.add_argument("--resume", metavar="RESULTS",
+                        help="continue a killed run: skip the cases its results file holds, append the others to it "
+                             "(backend, kinds, samples, dtypes, directions and -k are the run's own)")
     parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
 
 
@@ -48,60 +64,119 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the suite through pytest, then print the status summary and where the results are.
 
     Exit codes: 0 when the run finished (whatever the cases' statuses), 1 on regressions against
-    --baseline, 2 on bad input, 5 when no case was selected, pytest's own code when pytest failed.
+    --baseline or baseline cases it did not run (unless --allow-missing), 2 on bad input, 5 when no case
+    was selected, pytest's own code when pytest failed.
     """
     import pytest
 
     from opsuite import backends, summary
-    from opsuite.pytest_plugin import WORKER_FAILED_EXIT
+    from opsuite.pytest_plugin import RESULTS_FAILED_EXIT, WORKER_FAILED_EXIT, check_options
     from opsuite.results import load
 
+    if args.resume:
+        _take_resumed_options(args)
     backend = args.backend or backends.default()
     try:
         backends.check_available(backend)
-    except backends.BackendError as exc:
+        check_options(args.samples, args.dtypes, args.directions, args.case_timeout, args.workers)
+        check_choices(_csv(args.kinds or ""), KINDS, "case kind")
+    except (backends.BackendError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if args.update_baseline and not args.baseline:
         raise UserError("--update-baseline needs --baseline SNAPSHOT")
+    snap = None
     if args.baseline:  # refuse a bad baseline before the run, not after it
-        from opsuite.matrix import baseline
+        from opsuite.matrix import baseline, snapshot
 
         snap = baseline.load(args.baseline, backend)
-    results = Path(args.results or Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
-    if results.exists():
-        raise UserError(f"{results} already exists; results files are never overwritten")
-    files = [str(CASES_DIR / f"test_{kind}.py") for kind in _csv(args.kinds)]
-    for file in files:
-        if not Path(file).exists():
-            raise UserError(f"no case kind {Path(file).stem.removeprefix('test_')!r}; known: ops, blocks, models")
-    argv = [*files, "--backend", backend, "--samples", args.samples, "--results", str(results),
+    chosen = _run_profile(args, snap)
+    results = Path(args.resume or args.results or
+                   Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    if results.exists() and not args.resume:
+        raise UserError(f"{results} already exists; results files are never overwritten (continue a killed run "
+                        f"with --resume {results})")
+    files = [str(CASES_DIR / f"test_{kind}.py") for kind in chosen.kinds]
+    argv = [*files, "--backend", backend, "--samples", chosen.samples,
+            *(["--resume", str(results)] if args.resume else ["--results", str(results)]),
             "-q", "--tb=no", "-p", "no:cacheprovider", "--rootdir", str(CASES_DIR.parent)]
-    for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--dtypes", args.dtypes),
-                        ("--directions", args.directions), ("--case-timeout", args.case_timeout),
-                        ("--baseline", args.baseline)):
+    for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--profile", chosen.name),
+                        ("--dtypes", ",".join(chosen.dtypes or ()) or None),
+                        ("--directions", ",".join(chosen.directions or ()) or None),
+                        ("--op", ",".join(args.op or ()) or None),
+                        ("--case-timeout", args.case_timeout), ("--baseline", args.baseline)):
         if value is not None:
             argv += [flag, str(value)]
-    if args.update_baseline:
-        argv.append("--update-baseline")
+    for flag in ("update_baseline", "allow_missing"):
+        if getattr(args, flag):
+            argv.append("--" + flag.replace("_", "-"))
     argv += args.pytest_args
     code = pytest.main(argv, plugins=[_SummaryOnly()])
+    if code == RESULTS_FAILED_EXIT:
+        print(f"opsuite: the run stopped: {results} could not be written; the cases finished before are "
+              f"kept (continue with --resume {results} once there is room)", file=sys.stderr)
     if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
-                WORKER_FAILED_EXIT):
+                WORKER_FAILED_EXIT, RESULTS_FAILED_EXIT):
         return int(code)
     if not results.exists():
         print("opsuite: no case was selected; nothing recorded", file=sys.stderr)
         return 5
     run = load(results)
+    _warn(run.warnings)
     print()
     print(summary.status_table(run.records))
     print(f"\n{len(run.records)} cases recorded in {results}")
     if args.baseline:
-        cells = baseline.run_cells(results)
+        cells = snapshot.run_cells(results)
         changes = baseline.compare(snap, cells)
+        absent = baseline.missing(snap, cells)
         print()
-        print(baseline.report(snap, cells, changes))
-        return 1 if changes["regressed"] else 0
+        print(baseline.report(snap, cells, changes, absent, args.allow_missing))
+        return 1 if baseline.failed(changes, absent, args.allow_missing) else 0
     return 0
+
+
+def _take_resumed_options(args: argparse.Namespace) -> None:
+    """`--resume FILE`: the run's backend and selection, from its header (a conflicting option is refused)."""
+    from opsuite.results import ResultsError, load_for_resume
+
+    if args.results:
+        raise UserError("--resume appends to the results file it names; --results cannot be given with it")
+    try:
+        header = load_for_resume(args.resume).header
+    except ResultsError as exc:
+        raise UserError(str(exc)) from None
+    options, kinds = header["options"], header["catalog"].get("kinds", ())
+    recorded = {"backend": header["backend"], "keyword": options.get("keyword"), "profile": options.get("profile"),
+                "samples": options.get("samples"), "kinds": ",".join(k for k in KINDS if k in kinds) or None,
+                **{name: ",".join(options[name]) if options.get(name) else None
+                   for name in ("dtypes", "directions")}}
+    for name, value in recorded.items():
+        if getattr(args, name) not in (None, value):
+            raise UserError(f"--resume {args.resume}: the run was started with {name} {value!r}, not "
+                            f"{getattr(args, name)!r}; a resumed run keeps its own selection")
+        setattr(args, name, value)
+    if args.op:
+        raise UserError(f"--resume {args.resume}: a resumed run keeps its own selection; --op cannot be given")
+    args.op = [",".join(options["ops"])] if options.get("ops") else None
+
+
+def _run_profile(args: argparse.Namespace, snap) -> "profiles.Profile":
+    """The run's options: the named profile, else the baseline's, else the default; explicit options win."""
+    from opsuite import profiles
+
+    if args.allow_missing and not args.baseline:
+        raise UserError("--allow-missing needs --baseline SNAPSHOT")
+    try:
+        if args.profile or snap is None:
+            chosen = profiles.get(args.profile or profiles.DEFAULT)
+        else:
+            from opsuite.matrix import baseline
+
+            chosen = baseline.profile(snap)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    kinds, dtypes, directions = (_csv(v) if v else None for v in (args.kinds, args.dtypes, args.directions))
+    return chosen.overridden(kinds, dtypes, directions, args.samples)
 
 
 class _SummaryOnly:
@@ -114,7 +189,8 @@ class _SummaryOnly:
 # ---------------------------------------------------------------- opsuite repro
 
 def _add_repro(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("case_id", help="a case id, e.g. ops/nn.functional.softmax/bfloat16/backward")
+    parser.add_argument("case_id", help="a case id, e.g. ops/softmax/bfloat16/backward; its name may be spelled "
+                                        "as lookup accepts it (ops/F.softmax/bfloat16/backward)")
     parser.add_argument("--backend", help="backend (default: a Neuron device if present, else xla)")
     parser.add_argument("--samples", default="2", help="samples, or 'all' (default 2)")
     parser.add_argument("--sample", type=int, metavar="N",
@@ -133,7 +209,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
         backend_name = args.backend or backends.default()
         backends.check_available(backend_name)
         catalog = build_catalog([case.kind])
-        case = catalog.get(case.id)
+        case = catalog.get(_case_named(case.id, catalog))
     except (ValueError, KeyError, backends.BackendError) as exc:
         raise UserError(str(exc).strip('"')) from None
     backend = backends.open_backend(backend_name)
@@ -146,7 +222,22 @@ def cmd_repro(args: argparse.Namespace) -> int:
     print(json.dumps(record.to_json(), indent=2))
     if trace:
         print(trace, file=sys.stderr)
-    return 0 if record.status.value in ("pass", "skip") else 1
+    return 0 if record.status.value in WORKING | {NOT_APPLICABLE} else 1
+
+
+def _case_named(case_id: str, catalog) -> str:
+    """The catalog's id of a case id whose name is spelled as a user may (`ops/F.softmax/...`)."""
+    from opsuite.names import Resolver
+
+    if case_id in catalog:
+        return case_id
+    subjects = {c.id.rsplit("/", 2)[0] for c in catalog}
+    found = Resolver(subjects, catalog.facts().get("op_names")).resolve_case(case_id)
+    if len(found) > 1:
+        raise UserError(f"{case_id} means {len(found)} cases: {', '.join(found)}; name one")
+    if found:
+        print(f"opsuite: {case_id} is {found[0]}", file=sys.stderr)
+    return found[0] if found else case_id
 
 
 # ---------------------------------------------------------------- opsuite summary
@@ -165,6 +256,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
             run = load(path)
         except ResultsError as exc:
             raise UserError(str(exc)) from None
+        _warn(run.warnings)
         print(f"{path}: run {run.header['run_id']}, backend {run.backend}, {len(run.records)} cases")
         print(summary.status_table(run.records))
     return 0
@@ -177,7 +269,15 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "repro": (_add_repro, cmd_repro, "rerun one case in-process with its traceback"),
     "summary": (_add_summary, cmd_summary, "validate results files and print their status tables"),
     **MATRIX_COMMANDS,
+    **AUDIT_COMMANDS,
+    **NIGHTLY_COMMANDS,
 }
+
+
+def _warn(warnings: list[str]) -> None:
+    """Say what a reader forgave (a torn last line, a newer minor version), one line each."""
+    for warning in warnings:
+        print(f"opsuite: warning: {warning}", file=sys.stderr)
 
 
 def _csv(value: str) -> list[str]:

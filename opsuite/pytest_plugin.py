@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import math
 import os
 import platform
 import secrets
@@ -27,22 +28,25 @@ from typing import Any
 import pytest
 
 import opsuite
-from opsuite import backends, summary
+from opsuite import backends, names, profiles, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
-from opsuite.matrix import MatrixError, publish
+from opsuite.matrix import MatrixError, check_writable, publish, snapshot
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
-from opsuite.results import ResultsError, ResultsWriter, load
+from opsuite.results import ResultsError, ResultsWriter, load, load_for_resume
+from opsuite.vocabulary import DIRECTIONS, DTYPES, check_choices
 
 RUN_KEY = pytest.StashKey[dict]()
 BASELINE_KEY = pytest.StashKey[Any]()  # the baseline Snapshot of regression mode
 _SESSION_KEY = pytest.StashKey["CaseSession"]()  # the case session of this pytest process, once it has one
 _CATALOG_KEY = pytest.StashKey[dict]()  # what this process collected, for the run header
 _FACTS_KEY = pytest.StashKey[dict]()  # the catalog facts the worker reported while collecting
+_FINISHED_KEY = pytest.StashKey[set]()  # under --resume: the case ids the run had finished
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
 WORKER_FAILED_EXIT = 3  # the exit code when the backend's worker cannot start: no case can run
+RESULTS_FAILED_EXIT = 6  # the exit code when the results file cannot be written (a full disk)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,10 +54,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--backend", default=None,
                     help=f"backend under test ({', '.join(backends.known())}); default: a Neuron device "
                          "if present, else xla")
-    group.addoption("--samples", default=str(DEFAULT_SAMPLES),
-                    help="samples per case: a number, or 'all' (default %(default)s)")
+    group.addoption("--profile", default=None,
+                    help=f"named options ({', '.join(profiles.PROFILES)}; opsuite/profiles.py) for the samples, "
+                         "dtypes and directions not given; the kinds are the files collected")
+    group.addoption("--samples", default=None,
+                    help=f"samples per case: a number, or 'all' (default {DEFAULT_SAMPLES})")
     group.addoption("--dtypes", default=None, help="comma-separated dtypes to run (default: all)")
     group.addoption("--directions", default=None, help="comma-separated directions (default: all)")
+    group.addoption("--op", action="append", default=None, metavar="NAME",
+                    help="only these subjects, named as `opsuite lookup` accepts them (F.softmax, "
+                         "aten::index_put_, an OpInfo alias); repeatable or comma-separated")
     group.addoption("--results", default=None,
                     help="results file to write (default: results/<backend>/<run id>.jsonl)")
     group.addoption("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S,
@@ -61,8 +71,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--baseline", default=None, metavar="SNAPSHOT",
                     help="regression mode: a published snapshot (directory or id such as xla/<key>); a case "
                          "that passed there and fails now fails the run, one that failed there is xfail")
+    group.addoption("--allow-missing", action="store_true", default=False,
+                    help="with --baseline: baseline cases this run leaves out were deselected on purpose; "
+                         "report them, do not fail")
     group.addoption("--update-baseline", action="store_true", default=False,
                     help="with --baseline: publish this run as a snapshot into the baseline's matrix")
+    group.addoption("--resume", default=None, metavar="RESULTS",
+                    help="continue the killed run of this results file: its finished cases are skipped, the "
+                         "others appended under its header (give the run's own selection options)")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -73,10 +89,22 @@ def parse_samples(value: str) -> int | None:
     """'all' -> None (every sample); otherwise a positive count."""
     if value == "all":
         return None
-    count = int(value)
-    if count < 1:
-        raise ValueError("--samples must be a positive number or 'all'")
-    return count
+    if not str(value).isdigit() or int(value) < 1:
+        raise ValueError(f"--samples must be a positive number or 'all', not {value!r}")
+    return int(value)
+
+
+def check_options(samples: str | None, dtypes: str | None, directions: str | None, case_timeout: float | None,
+                  workers: Any) -> None:
+    """Raise ValueError naming the first bad option value (and the good ones), before anything runs."""
+    if samples is not None:
+        parse_samples(samples)
+    check_choices(_csv(dtypes) or [], DTYPES, "dtype")
+    check_choices(_csv(directions) or [], DIRECTIONS, "direction")
+    if case_timeout is not None and not (math.isfinite(case_timeout) and case_timeout > 0):
+        raise ValueError(f"--case-timeout must be a positive number of seconds, not {case_timeout:g}")
+    if workers is not None and str(workers) not in ("auto", "logical") and not str(workers).isdigit():
+        raise ValueError(f"-n must be a number of workers or 'auto', not {workers!r}")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -84,6 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         config.stash[RUN_KEY] = workerinput["opsuite_run"]
+        config.stash[_FINISHED_KEY] = set(workerinput["opsuite_finished"])
         if config.stash[RUN_KEY]["backend"] in backends.NEURON_BACKENDS:
             _pin_neuron_core(workerinput["workerid"])
         _configure_baseline(config, workerinput["opsuite_run"]["backend"])
@@ -92,24 +121,67 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         if config.getoption("backend"):  # the default is checked only once cases actually run
             backends.check_available(backend)
-        parse_samples(config.getoption("samples"))
+        chosen = _profile(config)
+        check_options(chosen.samples, config.getoption("dtypes"), config.getoption("directions"),
+                      config.getoption("case_timeout"), config.getoption("numprocesses", None))
     except (backends.BackendError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    if config.getoption("resume"):
+        config.stash[RUN_KEY] = _resumed_run(config, Path(config.getoption("resume")), _selection(config, chosen))
+        _configure_baseline(config, config.stash[RUN_KEY]["backend"])
+        return
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{backend}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
     results = config.getoption("results") or str(Path("results") / backend / f"{run_id}.jsonl")
+    if Path(results).exists() and Path(results).stat().st_size:
+        raise pytest.UsageError(f"{results} already holds a run; a results file is never appended to by a second "
+                                f"run: give a new file, or continue that run with --resume {results}")
     config.stash[RUN_KEY] = {
         "run_id": run_id,
         "backend": backend,
         "started_at": started.isoformat(timespec="seconds"),
         "results": str(Path(results).resolve()),
         "opsuite": {"version": opsuite.__version__, "commit": _git_commit()},
-        "options": {"samples": config.getoption("samples"), "dtypes": _csv(config.getoption("dtypes")),
-                    "directions": _csv(config.getoption("directions")),
+        "options": {"profile": chosen.name, **_selection(config, chosen),
                     "case_timeout_s": config.getoption("case_timeout"),
                     "workers": config.getoption("numprocesses", None)},
     }
     _configure_baseline(config, backend)
+
+
+def _profile(config: pytest.Config) -> profiles.Profile:
+    """The run's samples, dtypes and directions: those given, the rest from --profile (or the defaults:
+    DEFAULT_SAMPLES, every dtype and direction). Its name is kept only when nothing overrode it."""
+    name = config.getoption("profile")
+    base = profiles.get(name) if name else profiles.Profile(None, (), None, None, str(DEFAULT_SAMPLES))
+    return base.overridden(None, _csv(config.getoption("dtypes")), _csv(config.getoption("directions")),
+                           config.getoption("samples"))
+
+
+def _selection(config: pytest.Config, chosen: profiles.Profile) -> dict[str, Any]:
+    """The options that select a run's cases and samples, as its header records them."""
+    return {"samples": chosen.samples, "dtypes": list(chosen.dtypes) if chosen.dtypes else None,
+            "directions": list(chosen.directions) if chosen.directions else None,
+            "ops": _csv(",".join(config.getoption("op") or ())), "keyword": config.getoption("keyword") or None}
+
+
+def _resumed_run(config: pytest.Config, path: Path, selection: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a run to continue, from its results file; refuses a selection other than its own."""
+    try:
+        run = load_for_resume(path)
+    except ResultsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    header, options = run.header, run.header["options"]
+    given = {"backend": config.getoption("backend") or header["backend"], **selection}
+    recorded = {"backend": header["backend"], **{name: options.get(name) for name in selection}}
+    for name, value in given.items():
+        if value != recorded[name]:
+            raise pytest.UsageError(f"--resume {path}: the run was started with {name} {recorded[name]!r}, not "
+                                    f"{value!r}; a resumed run keeps its own selection")
+    config.stash[_FINISHED_KEY] = set(run.lines)
+    return {"run_id": header["run_id"], "backend": header["backend"], "started_at": header["started_at"],
+            "results": str(path.resolve()), "opsuite": header["opsuite"],
+            "options": {**options, "case_timeout_s": config.getoption("case_timeout")}}
 
 
 def _configure_baseline(config: pytest.Config, backend: str) -> None:
@@ -151,6 +223,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 def pytest_configure_node(node: Any) -> None:
     """xdist: hand the run's identity to every worker."""
     node.workerinput["opsuite_run"] = node.config.stash[RUN_KEY]
+    node.workerinput["opsuite_finished"] = sorted(node.config.stash.get(_FINISHED_KEY, ()))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
@@ -168,13 +241,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.config.option.collectonly:  # listing only: no worker, build the catalog here
         from opsuite.catalog import build_catalog
 
-        ids = [c.id for c in build_catalog([kind]).select(request.dtypes, request.directions)]
+        catalog = build_catalog([kind])
+        ids = [c.id for c in catalog.select(request.dtypes, request.directions)]
+        facts = catalog.facts()
     else:
         try:
             ids, facts = _case_session(metafunc.config).runner.cases(request)
         except WorkerStartError as exc:
             pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
-        metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
+    metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
     metafunc.parametrize("case_id", ids, ids=ids)
 
 
@@ -223,7 +298,10 @@ class CaseSession:
             record = self.runner.run(case_id)
         except WorkerStartError as exc:
             pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
-        self.writer.append(record, self.run["run_id"])
+        try:
+            self.writer.append(record, self.run["run_id"])
+        except ResultsError as exc:  # a full disk: stop; every case finished before is whole in the file
+            pytest.exit(str(exc), returncode=RESULTS_FAILED_EXIT)
         if record.status is Status.PASS:
             return record
         if record.status is Status.SKIP:
@@ -246,13 +324,47 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                           **session.config.stash.get(_FACTS_KEY, {})}
 
 
+def _case_id(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("case_id") if callspec else None
+
+
+def _select_ops(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--op: keep the cases of the subjects named (resolved as `opsuite lookup` does); refuse a name
+    that names none, with the closest real ones."""
+    wanted = [q for value in config.getoption("op") or () for q in _csv(value) or ()]
+    if not wanted:
+        return
+    case_ids = {item: item.callspec.params["case_id"] for item in items
+                if getattr(item, "callspec", None) and "case_id" in item.callspec.params}
+    resolver = names.Resolver({c.rsplit("/", 2)[0] for c in case_ids.values()},
+                              config.stash.get(_FACTS_KEY, {}).get("op_names"))
+    chosen: set[str] = set()
+    for query in wanted:
+        found = resolver.resolve(query)
+        if not found:
+            close = resolver.suggest(query)
+            raise pytest.UsageError(f"--op {query!r} names no case of this run" +
+                                    (f"; did you mean: {', '.join(close)}?" if close else ""))
+        chosen.update(found)
+    kept = [item for item in items if item not in case_ids or case_ids[item].rsplit("/", 2)[0] in chosen]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _select_ops(config, items)
+    finished = config.stash.get(_FINISHED_KEY, set())
+    if finished:  # --resume: what the run finished is recorded already
+        done = [item for item in items if _case_id(item) in finished]
+        config.hook.pytest_deselected(items=done)
+        items[:] = [item for item in items if _case_id(item) not in finished]
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is None:
         return
     # Expected failures: a case that did not pass in the baseline (or is new) may fail; passing is XPASS.
     for item in items:
-        case_id = getattr(item, "callspec", None) and item.callspec.params.get("case_id")
+        case_id = _case_id(item)
         if case_id and not regression.expected_to_pass(snap, case_id):
             item.add_marker(pytest.mark.xfail(reason=regression.xfail_reason(snap, case_id), strict=False))
 
@@ -305,23 +417,29 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(f"results: {path}")
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is not None:
-        cells = regression.run_cells(path)
+        cells = snapshot.run_cells(path)
         terminalreporter.section("opsuite regression mode")
-        terminalreporter.write_line(regression.report(snap, cells, regression.compare(snap, cells)))
+        terminalreporter.write_line(regression.report(snap, cells, regression.compare(snap, cells),
+                                                      regression.missing(snap, cells), config.getoption("allow_missing")))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """--update-baseline: publish this run into the baseline's matrix (controlling process only)."""
+    """Regression mode, in the controlling process: fail on baseline cases that did not run (unless
+    --allow-missing); --update-baseline: publish this run into the baseline's matrix."""
     config = session.config
     snap = config.stash.get(BASELINE_KEY, None)
-    if getattr(config, "workerinput", None) is not None or snap is None or not config.getoption("update_baseline"):
+    if getattr(config, "workerinput", None) is not None or snap is None:
         return
     path = Path(config.stash[RUN_KEY]["results"])
     if not path.exists():
         return
+    if not config.getoption("allow_missing") and regression.missing(snap, snapshot.run_cells(path)):
+        session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
+    if not config.getoption("update_baseline"):
+        return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     try:
-        published = publish.publish([path], snap.path.parent.parent, replace=True)
+        published = publish.publish([path], check_writable(snap.path.parent.parent), replace=True)
     except MatrixError as exc:
         message = f"opsuite: --update-baseline did not publish: {exc}"
         session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED

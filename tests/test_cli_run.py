@@ -68,12 +68,17 @@ def test_summary_validates_results_files(tmp_path):
                     cwd=tmp_path).returncode == 0
     done = _opsuite("summary", str(good), cwd=tmp_path)
     assert done.returncode == 0 and "| all" in done.stdout
+    header, case = good.read_text().splitlines()
     corrupt = tmp_path / "c.jsonl"
-    corrupt.write_text(good.read_text()[:-20])
+    corrupt.write_text(f"{header}\n{case[:-20]}\n{case}\n")  # a broken line that is not the last one
     bad = _opsuite("summary", str(corrupt), cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]  # one line
     assert f"{corrupt}:2: not valid JSON" in bad.stderr
+    torn = tmp_path / "t.jsonl"  # the same cut at the end of the file is a killed writer's torn line
+    torn.write_text(f"{header}\n{case[:-20]}")
+    forgiven = _opsuite("summary", str(torn), cwd=tmp_path)
+    assert forgiven.returncode == 0 and f"{torn}:2: torn last line dropped" in forgiven.stderr
 
 
 def test_pytest_xdist_workers_share_one_results_file(tmp_path):
@@ -142,9 +147,54 @@ def test_repro_prints_the_record(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--samples", "0", "--backend", "cpu"], "--samples"),
-    (["run", "--kinds", "nope", "--backend", "cpu"], "no case kind"),
+    (["run", "--kinds", "nope", "--backend", "cpu"], "unknown case kind 'nope'; known: ops, blocks, models"),
 ])
 def test_bad_options(tmp_path, args, message):
     done = _opsuite(*args, cwd=tmp_path)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_op_selects_cases_by_the_names_people_type(tmp_path):
+    # --op resolves as lookup does (F.softmax is OpInfo's softmax, aten::index_put_ its index_put), beside -k;
+    # --profile matrix runs every sample and is recorded as such.
+    results = tmp_path / "r.jsonl"
+    done = _opsuite("run", "--backend", "cpu", "--profile", "matrix", "--op", "F.softmax,aten::index_put_",
+                    "--op", "torch.nn.functional.relu", "-k", "float32/forward", "--results", str(results),
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = load(results)
+    assert sorted(r.case_id for r in run.records) == [
+        "ops/index_put/float32/forward", "ops/nn.functional.relu/float32/forward", "ops/softmax/float32/forward"]
+    options = run.header["options"]
+    assert options["profile"] == "matrix" and options["samples"] == "all"
+    assert options["ops"] == ["F.softmax", "aten::index_put_", "torch.nn.functional.relu"]
+    assert run.header["catalog"]["op_names"]["nn.functional.softmax"] == ["softmax"]
+
+
+def test_an_op_that_names_nothing_is_refused_with_real_suggestions(tmp_path):
+    done = _opsuite("run", "--backend", "cpu", "--kinds", "blocks", "--op", "attention",
+                    "--results", str(tmp_path / "r.jsonl"), cwd=tmp_path)
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+    assert "--op 'attention' names no case of this run; did you mean: blocks/attention." in done.stdout + done.stderr
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_the_default_run_is_the_quick_profile(tmp_path):
+    results = tmp_path / "r.jsonl"
+    done = _opsuite("run", "--backend", "cpu", "--op", "add", "-k", "forward", "--results", str(results), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = load(results)
+    options = run.header["options"]
+    assert options["profile"] == "quick" and options["samples"] == "2"
+    assert options["dtypes"] == ["float32", "bfloat16"] and options["directions"] == ["forward", "backward", "train"]
+    assert sorted(r.case_id for r in run.records) == ["ops/add/bfloat16/forward", "ops/add/float32/forward"]
+
+
+def test_repro_takes_a_case_id_spelled_as_people_type_it(tmp_path):
+    done = _opsuite("repro", "ops/nn.functional.softmax/float32/forward", "--backend", "cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["case_id"] == "ops/softmax/float32/forward"
+    assert "ops/nn.functional.softmax/float32/forward is ops/softmax/float32/forward" in done.stderr
+    several = _opsuite("repro", "ops/torch.max/float32/forward", "--backend", "cpu", cwd=tmp_path)
+    assert several.returncode == 2 and "means 3 cases" in several.stderr and "ops/max.binary/float32/forward" in several.stderr

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import torch
 from torch.utils import _pytree as pytree
 
+from opsuite import names
 from opsuite.catalog import DTYPES, Case, Sample, dtype_name
 
 # Sample generation draws from torch's global generator: a fixed seed makes the samples of a case the
@@ -141,7 +142,7 @@ class OpInfoSource:
         return f"OpInfo skips test_compare_cpu: {reason}" if reason else None
 
     def facts(self) -> dict[str, Any]:
-        return {"op_db_size": len(op_db())}
+        return {"op_db_size": len(op_db()), "op_names": names.alias_table(op_db())}
 
 
 # Ops whose integer outputs are indices into their input along a dim: (position of `dim` among the

@@ -11,34 +11,25 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections import defaultdict
 from importlib import resources
 from typing import Any
 
-from opsuite.matrix import history, notes, stack
+from opsuite.matrix import history, index, notes, stack
 from opsuite.matrix.lookup import column_order
 from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
+from opsuite.vocabulary import STATUS_COLORS, is_name
 
-STATUS_COLORS = {
-    "pass": "#2e7d32", "fallback": "#c0a000", "mismatch": "#ef6c00", "compile_error": "#c62828",
-    "runtime_error": "#8e0000", "crash": "#6a1b9a", "timeout": "#546e7a", "skip": "#bdbdbd",
-}
 BAR_WIDTH = 480  # px of a full (100 %) bar in the coverage chart
 ROW_HEIGHT = 26
 # The script files written beside the pages (the CSP allows no inline script).
 NAMES_SCRIPT = "names.js"  # the typed-name normalisation both pages' boxes use
 SNAPSHOT_SCRIPT = "filter.js"
 SEARCH_SCRIPT, SEARCH_DATA = "search.js", "search-data.js"
-# A backend name or snapshot key that may become part of a link: the documented name pattern.
-# Local until i12-reliability's names module holds the pattern; then this should use that one.
-_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
-
-
 def safe_part(text: Any) -> bool:
-    """Whether `text` may be one path segment of a link: the name pattern, and no `..`."""
-    return isinstance(text, str) and bool(_SAFE_PART.match(text)) and ".." not in text
+    """Whether `text` may be one path segment of a link: the vocabulary's name pattern, and no `..`."""
+    return is_name(text) and ".." not in text
 
 
 def snapshot_href(data: dict[str, Any]) -> str | None:
@@ -120,17 +111,18 @@ def chart(snapshots: list[Snapshot]) -> list[dict[str, Any]]:
 
 def search_terms(lookup_index: dict[str, Any]) -> dict[str, list[str]]:
     """Per subject (`kind/name`), the names the index page's search matches, most telling first: the
-    name, its last dotted part, and the aten overloads its CPU runs dispatched (`index["aten"]`).
+    name, its last dotted part, the other names lookup resolves to it (`index.search_terms`: OpInfo's
+    aliases, `F.softmax`, `torch.softmax`), and the aten overloads its CPU runs dispatched (`index["aten"]`).
 
     The page's script normalises both these terms and what is typed (`F.`, `torch.`, `aten::`,
     overloads, a trailing `_`), so a term may be given in any of those spellings.
     """
-    terms = {subject: [name, name.rpartition(".")[2]]
+    aliases = index.search_terms(lookup_index)
+    terms = {subject: [name, name.rpartition(".")[2], *aliases[subject]]
              for subject, name in ((s, s.partition("/")[2]) for s in lookup_index["subjects"])}
-    for op, case_ids in lookup_index["aten"].items():
-        for case_id in case_ids:
-            kind, name, _, _ = split_id(case_id)
-            terms.setdefault(f"{kind}/{name}", []).append(op)
+    for op, subjects in lookup_index["aten"].items():
+        for subject in subjects:
+            terms[subject].append(op)
     return {subject: list(dict.fromkeys(names)) for subject, names in terms.items()}
 
 
