@@ -41,7 +41,16 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
                              "when a case that passed there does not pass now")
     parser.add_argument("--update-baseline", action="store_true",
                         help="with --baseline: publish this run as a snapshot into the baseline's matrix")
-    parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
+    for flag, what in _RERUN_FLAGS.items():
+        parser.add_argument(flag, action="store_true", help=f"pytest's {flag}: {what}")
+    parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --, e.g. -- -m 'blocks and backward'")
+
+
+# pytest's cache-provider options, passed on. They remember the cases that did not pass (every status but
+# pass and skip) in .pytest_cache next to the results file: results/<backend>/ by default.
+_RERUN_FLAGS = {"--lf": "rerun only the cases that did not pass in the last run",
+                "--ff": "run the cases that did not pass last time first",
+                "--sw": "stop at the first case that does not pass; the next --sw run starts from it"}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -53,7 +62,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
     from opsuite import backends, summary
-    from opsuite.pytest_plugin import WORKER_FAILED_EXIT
     from opsuite.results import load
 
     backend = args.backend or backends.default()
@@ -75,7 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not Path(file).exists():
             raise UserError(f"no case kind {Path(file).stem.removeprefix('test_')!r}; known: ops, blocks, models")
     argv = [*files, "--backend", backend, "--samples", args.samples, "--results", str(results),
-            "-q", "--tb=no", "-p", "no:cacheprovider", "--rootdir", str(CASES_DIR.parent)]
+            "-q", "--tb=no", "-o", f"cache_dir={results.resolve().parent / '.pytest_cache'}",
+            "--rootdir", str(CASES_DIR.parent)]
     for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--dtypes", args.dtypes),
                         ("--directions", args.directions), ("--case-timeout", args.case_timeout),
                         ("--baseline", args.baseline)):
@@ -83,8 +92,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             argv += [flag, str(value)]
     if args.update_baseline:
         argv.append("--update-baseline")
+    argv += [flag for flag in _RERUN_FLAGS if getattr(args, flag[2:])]
     argv += args.pytest_args
     code = pytest.main(argv, plugins=[_SummaryOnly()])
+    # Imported only now: imported before pytest.main, the plugin could not be rewritten for asserts (a warning).
+    from opsuite.pytest_plugin import WORKER_FAILED_EXIT
+
     if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
                 WORKER_FAILED_EXIT):
         return int(code)
@@ -93,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 5
     run = load(results)
     print()
-    print(summary.status_table(run.records))
+    print(summary.run_report(run))
     print(f"\n{len(run.records)} cases recorded in {results}")
     if args.baseline:
         cells = baseline.run_cells(results)
