@@ -30,15 +30,25 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="backend under test (default: a Neuron device if present, else xla)")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression selecting cases, e.g. 'softmax and bfloat16'")
     parser.add_argument("-n", dest="workers", help="parallel workers (pytest-xdist), a number or 'auto'")
-    parser.add_argument("--samples", default="2", help="samples per case, or 'all' (default 2)")
-    parser.add_argument("--dtypes", help="comma-separated dtypes (default: all)")
-    parser.add_argument("--directions", help="comma-separated directions (default: all)")
-    parser.add_argument("--kinds", default="ops", help="comma-separated case kinds: ops, blocks, models (default ops)")
+    parser.add_argument("--profile", help="named options (opsuite/profiles.py): quick (the default: ops, blocks, "
+                                          "models; float32, bfloat16; 2 samples) or matrix (the same, every "
+                                          "sample: what published snapshots run); with --baseline, the "
+                                          "baseline's own options are the default")
+    parser.add_argument("--op", action="append", metavar="NAME",
+                        help="only these subjects, named as lookup accepts them (F.softmax, aten::index_put_, "
+                             "an OpInfo alias, a block); repeatable or comma-separated")
+    parser.add_argument("--samples", help="samples per case, or 'all' (overrides the profile)")
+    parser.add_argument("--dtypes", help="comma-separated dtypes (overrides the profile)")
+    parser.add_argument("--directions", help="comma-separated directions (overrides the profile)")
+    parser.add_argument("--kinds", help="comma-separated case kinds: ops, blocks, models (overrides the profile)")
     parser.add_argument("--results", help="results file (default: results/<backend>/<run id>.jsonl)")
     parser.add_argument("--case-timeout", type=float, help="seconds before a case is killed (default 300)")
     parser.add_argument("--baseline", metavar="SNAPSHOT",
                         help="regression mode: compare with a published snapshot (directory or id); exit 1 "
-                             "when a case that passed there does not pass now")
+                             "when a case that passed there does not pass now, or one of its cases did not run")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="with --baseline: baseline cases this run leaves out were deselected on purpose; "
+                             "report them, do not fail")
     parser.add_argument("--update-baseline", action="store_true",
                         help="with --baseline: publish this run as a snapshot into the baseline's matrix")
     for flag, what in _RERUN_FLAGS.items():
@@ -57,7 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the suite through pytest, then print the status summary and where the results are.
 
     Exit codes: 0 when the run finished (whatever the cases' statuses), 1 on regressions against
-    --baseline, 2 on bad input, 5 when no case was selected, pytest's own code when pytest failed.
+    --baseline or baseline cases it did not run (unless --allow-missing), 2 on bad input, 5 when no case
+    was selected, pytest's own code when pytest failed.
     """
     import pytest
 
@@ -71,27 +82,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if args.update_baseline and not args.baseline:
         raise UserError("--update-baseline needs --baseline SNAPSHOT")
+    snap = None
     if args.baseline:  # refuse a bad baseline before the run, not after it
-        from opsuite.matrix import baseline
+        from opsuite.matrix import baseline, snapshot
 
         snap = baseline.load(args.baseline, backend)
+    chosen = _run_profile(args, snap)
     results = Path(args.results or Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
     if results.exists():
         raise UserError(f"{results} already exists; results files are never overwritten")
-    files = [str(CASES_DIR / f"test_{kind}.py") for kind in _csv(args.kinds)]
+    files = [str(CASES_DIR / f"test_{kind}.py") for kind in chosen.kinds]
     for file in files:
         if not Path(file).exists():
             raise UserError(f"no case kind {Path(file).stem.removeprefix('test_')!r}; known: ops, blocks, models")
-    argv = [*files, "--backend", backend, "--samples", args.samples, "--results", str(results),
+    argv = [*files, "--backend", backend, "--samples", chosen.samples, "--results", str(results),
             "-q", "--tb=no", "-o", f"cache_dir={results.resolve().parent / '.pytest_cache'}",
             "--rootdir", str(CASES_DIR.parent)]
-    for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--dtypes", args.dtypes),
-                        ("--directions", args.directions), ("--case-timeout", args.case_timeout),
-                        ("--baseline", args.baseline)):
+    for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--profile", chosen.name),
+                        ("--dtypes", ",".join(chosen.dtypes or ()) or None),
+                        ("--directions", ",".join(chosen.directions or ()) or None),
+                        ("--op", ",".join(args.op or ()) or None),
+                        ("--case-timeout", args.case_timeout), ("--baseline", args.baseline)):
         if value is not None:
             argv += [flag, str(value)]
-    if args.update_baseline:
-        argv.append("--update-baseline")
+    for flag in ("update_baseline", "allow_missing"):
+        if getattr(args, flag):
+            argv.append("--" + flag.replace("_", "-"))
     argv += [flag for flag in _RERUN_FLAGS if getattr(args, flag[2:])]
     argv += args.pytest_args
     code = pytest.main(argv, plugins=[_SummaryOnly()])
@@ -109,12 +125,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary.run_report(run))
     print(f"\n{len(run.records)} cases recorded in {results}")
     if args.baseline:
-        cells = baseline.run_cells(results)
+        cells = snapshot.run_cells(results)
         changes = baseline.compare(snap, cells)
+        absent = baseline.missing(snap, cells)
         print()
-        print(baseline.report(snap, cells, changes))
-        return 1 if changes["regressed"] else 0
+        print(baseline.report(snap, cells, changes, absent, args.allow_missing))
+        return 1 if baseline.failed(changes, absent, args.allow_missing) else 0
     return 0
+
+
+def _run_profile(args: argparse.Namespace, snap) -> "profiles.Profile":
+    """The run's options: the named profile, else the baseline's, else the default; explicit options win."""
+    from opsuite import profiles
+
+    if args.allow_missing and not args.baseline:
+        raise UserError("--allow-missing needs --baseline SNAPSHOT")
+    try:
+        if args.profile or snap is None:
+            chosen = profiles.get(args.profile or profiles.DEFAULT)
+        else:
+            from opsuite.matrix import baseline
+
+            chosen = baseline.profile(snap)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    kinds, dtypes, directions = (_csv(v) if v else None for v in (args.kinds, args.dtypes, args.directions))
+    return chosen.overridden(kinds, dtypes, directions, args.samples)
 
 
 class _SummaryOnly:
@@ -127,7 +163,8 @@ class _SummaryOnly:
 # ---------------------------------------------------------------- opsuite repro
 
 def _add_repro(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("case_id", help="a case id, e.g. ops/nn.functional.softmax/bfloat16/backward")
+    parser.add_argument("case_id", help="a case id, e.g. ops/softmax/bfloat16/backward; its name may be spelled "
+                                        "as lookup accepts it (ops/F.softmax/bfloat16/backward)")
     parser.add_argument("--backend", help="backend (default: a Neuron device if present, else xla)")
     parser.add_argument("--samples", default="2", help="samples, or 'all' (default 2)")
 
@@ -144,7 +181,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
         backend_name = args.backend or backends.default()
         backends.check_available(backend_name)
         catalog = build_catalog([case.kind])
-        case = catalog.get(case.id)
+        case = catalog.get(_case_named(case.id, catalog))
     except (ValueError, KeyError, backends.BackendError) as exc:
         raise UserError(str(exc).strip('"')) from None
     backend = backends.open_backend(backend_name)
@@ -154,6 +191,21 @@ def cmd_repro(args: argparse.Namespace) -> int:
     if trace:
         print(trace, file=sys.stderr)
     return 0 if record.status.value in ("pass", "skip") else 1
+
+
+def _case_named(case_id: str, catalog) -> str:
+    """The catalog's id of a case id whose name is spelled as a user may (`ops/F.softmax/...`)."""
+    from opsuite.names import Resolver
+
+    if case_id in catalog:
+        return case_id
+    subjects = {c.id.rsplit("/", 2)[0] for c in catalog}
+    found = Resolver(subjects, catalog.facts().get("op_names")).resolve_case(case_id)
+    if len(found) > 1:
+        raise UserError(f"{case_id} means {len(found)} cases: {', '.join(found)}; name one")
+    if found:
+        print(f"opsuite: {case_id} is {found[0]}", file=sys.stderr)
+    return found[0] if found else case_id
 
 
 # ---------------------------------------------------------------- opsuite summary

@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 
 import opsuite
-from opsuite import backends, summary
+from opsuite import backends, names, profiles, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
-from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, MatrixError, notes, publish
+from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, MatrixError, notes, publish, snapshot
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load
@@ -57,10 +57,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--backend", default=None,
                     help=f"backend under test ({', '.join(backends.known())}); default: a Neuron device "
                          "if present, else xla")
-    group.addoption("--samples", default=str(DEFAULT_SAMPLES),
-                    help="samples per case: a number, or 'all' (default %(default)s)")
+    group.addoption("--profile", default=None,
+                    help=f"named options ({', '.join(profiles.PROFILES)}; opsuite/profiles.py) for the samples, "
+                         "dtypes and directions not given; the kinds are the files collected")
+    group.addoption("--samples", default=None,
+                    help=f"samples per case: a number, or 'all' (default {DEFAULT_SAMPLES})")
     group.addoption("--dtypes", default=None, help="comma-separated dtypes to run (default: all)")
     group.addoption("--directions", default=None, help="comma-separated directions (default: all)")
+    group.addoption("--op", action="append", default=None, metavar="NAME",
+                    help="only these subjects, named as `opsuite lookup` accepts them (F.softmax, "
+                         "aten::index_put_, an OpInfo alias); repeatable or comma-separated")
     group.addoption("--results", default=None,
                     help="results file to write (default: results/<backend>/<run id>.jsonl)")
     group.addoption("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S,
@@ -68,6 +74,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--baseline", default=None, metavar="SNAPSHOT",
                     help="regression mode: a published snapshot (directory or id such as xla/<key>); a case "
                          "that passed there and fails now fails the run, one that failed there is xfail")
+    group.addoption("--allow-missing", action="store_true", default=False,
+                    help="with --baseline: baseline cases this run leaves out were deselected on purpose; "
+                         "report them, do not fail")
     group.addoption("--update-baseline", action="store_true", default=False,
                     help="with --baseline: publish this run as a snapshot into the baseline's matrix")
 
@@ -106,7 +115,8 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         if config.getoption("backend"):  # the default is checked only once cases actually run
             backends.check_available(backend)
-        parse_samples(config.getoption("samples"))
+        chosen = _profile(config)
+        parse_samples(chosen.samples)
     except (backends.BackendError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     started = dt.datetime.now(dt.timezone.utc)
@@ -118,12 +128,23 @@ def pytest_configure(config: pytest.Config) -> None:
         "started_at": started.isoformat(timespec="seconds"),
         "results": str(Path(results).resolve()),
         "opsuite": {"version": opsuite.__version__, "commit": _git_commit()},
-        "options": {"samples": config.getoption("samples"), "dtypes": _csv(config.getoption("dtypes")),
-                    "directions": _csv(config.getoption("directions")),
+        "options": {"profile": chosen.name, "samples": chosen.samples,
+                    "dtypes": list(chosen.dtypes) if chosen.dtypes else None,
+                    "directions": list(chosen.directions) if chosen.directions else None,
+                    "ops": _csv(",".join(config.getoption("op") or ())),
                     "case_timeout_s": config.getoption("case_timeout"),
                     "workers": config.getoption("numprocesses", None)},
     }
     _configure_baseline(config, backend)
+
+
+def _profile(config: pytest.Config) -> profiles.Profile:
+    """The run's samples, dtypes and directions: those given, the rest from --profile (or the defaults:
+    DEFAULT_SAMPLES, every dtype and direction). Its name is kept only when nothing overrode it."""
+    name = config.getoption("profile")
+    base = profiles.get(name) if name else profiles.Profile(None, (), None, None, str(DEFAULT_SAMPLES))
+    return base.overridden(None, _csv(config.getoption("dtypes")), _csv(config.getoption("directions")),
+                           config.getoption("samples"))
 
 
 def _configure_baseline(config: pytest.Config, backend: str) -> None:
@@ -182,16 +203,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.config.option.collectonly:  # listing only: no worker, build the catalog here
         from opsuite.catalog import build_catalog
 
-        ids = [c.id for c in build_catalog([kind]).select(request.dtypes, request.directions)]
+        catalog = build_catalog([kind])
+        ids = [c.id for c in catalog.select(request.dtypes, request.directions)]
+        facts = catalog.facts()
     else:
         session = _case_session(metafunc.config)
         try:
             ids, facts = session.runner.cases(request)
         except WorkerStartError as exc:
             pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
-        metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
         _say(metafunc.config, f"{len(ids)} {kind} cases, {time.monotonic() - session.started:.0f} s after the "
                               "case worker started")
+    metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
     metafunc.parametrize("case_id", [pytest.param(i, marks=_markers(i), id=i) for i in ids])
 
 
@@ -324,7 +347,31 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                           **session.config.stash.get(_FACTS_KEY, {})}
 
 
+def _select_ops(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--op: keep the cases of the subjects named (resolved as `opsuite lookup` does); refuse a name
+    that names none, with the closest real ones."""
+    wanted = [q for value in config.getoption("op") or () for q in _csv(value) or ()]
+    if not wanted:
+        return
+    case_ids = {item: item.callspec.params["case_id"] for item in items
+                if getattr(item, "callspec", None) and "case_id" in item.callspec.params}
+    resolver = names.Resolver({c.rsplit("/", 2)[0] for c in case_ids.values()},
+                              config.stash.get(_FACTS_KEY, {}).get("op_names"))
+    chosen: set[str] = set()
+    for query in wanted:
+        found = resolver.resolve(query)
+        if not found:
+            close = resolver.suggest(query)
+            raise pytest.UsageError(f"--op {query!r} names no case of this run" +
+                                    (f"; did you mean: {', '.join(close)}?" if close else ""))
+        chosen.update(found)
+    kept = [item for item in items if item not in case_ids or case_ids[item].rsplit("/", 2)[0] in chosen]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _select_ops(config, items)
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is None:
         return
@@ -363,19 +410,25 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(f"results: {path}")
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is not None:
-        cells = regression.run_cells(path)
+        cells = snapshot.run_cells(path)
         terminalreporter.section("opsuite regression mode")
-        terminalreporter.write_line(regression.report(snap, cells, regression.compare(snap, cells)))
+        terminalreporter.write_line(regression.report(snap, cells, regression.compare(snap, cells),
+                                                      regression.missing(snap, cells), config.getoption("allow_missing")))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """--update-baseline: publish this run into the baseline's matrix (controlling process only)."""
+    """Regression mode, in the controlling process: fail on baseline cases that did not run (unless
+    --allow-missing); --update-baseline: publish this run into the baseline's matrix."""
     config = session.config
     snap = config.stash.get(BASELINE_KEY, None)
-    if getattr(config, "workerinput", None) is not None or snap is None or not config.getoption("update_baseline"):
+    if getattr(config, "workerinput", None) is not None or snap is None:
         return
     path = Path(config.stash[RUN_KEY]["results"])
     if not path.exists():
+        return
+    if not config.getoption("allow_missing") and regression.missing(snap, snapshot.run_cells(path)):
+        session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
+    if not config.getoption("update_baseline"):
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     try:

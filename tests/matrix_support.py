@@ -35,7 +35,8 @@ def real_cpu_results() -> Path:
     directory = Path(tempfile.mkdtemp(prefix="opsuite-matrix-tests-"))
     atexit.register(shutil.rmtree, directory, True)
     results = directory / "cpu-real.jsonl"
-    done = opsuite("run", "--backend", "cpu", "-k", SELECTION, "--results", str(results), cwd=directory)
+    done = opsuite("run", "--backend", "cpu", "--kinds", "ops", "-k", SELECTION, "--results", str(results),
+                   cwd=directory)
     assert done.returncode == 0, done.stdout + done.stderr
     return results
 

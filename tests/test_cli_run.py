@@ -148,3 +148,48 @@ def test_bad_options(tmp_path, args, message):
     done = _opsuite(*args, cwd=tmp_path)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_op_selects_cases_by_the_names_people_type(tmp_path):
+    # --op resolves as lookup does (F.softmax is OpInfo's softmax, aten::index_put_ its index_put), beside -k;
+    # --profile matrix runs every sample and is recorded as such.
+    results = tmp_path / "r.jsonl"
+    done = _opsuite("run", "--backend", "cpu", "--profile", "matrix", "--op", "F.softmax,aten::index_put_",
+                    "--op", "torch.nn.functional.relu", "-k", "float32/forward", "--results", str(results),
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = load(results)
+    assert sorted(r.case_id for r in run.records) == [
+        "ops/index_put/float32/forward", "ops/nn.functional.relu/float32/forward", "ops/softmax/float32/forward"]
+    options = run.header["options"]
+    assert options["profile"] == "matrix" and options["samples"] == "all"
+    assert options["ops"] == ["F.softmax", "aten::index_put_", "torch.nn.functional.relu"]
+    assert run.header["catalog"]["op_names"]["nn.functional.softmax"] == ["softmax"]
+
+
+def test_an_op_that_names_nothing_is_refused_with_real_suggestions(tmp_path):
+    done = _opsuite("run", "--backend", "cpu", "--kinds", "blocks", "--op", "attention",
+                    "--results", str(tmp_path / "r.jsonl"), cwd=tmp_path)
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+    assert "--op 'attention' names no case of this run; did you mean: blocks/attention." in done.stdout + done.stderr
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_the_default_run_is_the_quick_profile(tmp_path):
+    results = tmp_path / "r.jsonl"
+    done = _opsuite("run", "--backend", "cpu", "--op", "add", "-k", "forward", "--results", str(results), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = load(results)
+    options = run.header["options"]
+    assert options["profile"] == "quick" and options["samples"] == "2"
+    assert options["dtypes"] == ["float32", "bfloat16"] and options["directions"] == ["forward", "backward", "train"]
+    assert sorted(r.case_id for r in run.records) == ["ops/add/bfloat16/forward", "ops/add/float32/forward"]
+
+
+def test_repro_takes_a_case_id_spelled_as_people_type_it(tmp_path):
+    done = _opsuite("repro", "ops/nn.functional.softmax/float32/forward", "--backend", "cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["case_id"] == "ops/softmax/float32/forward"
+    assert "ops/nn.functional.softmax/float32/forward is ops/softmax/float32/forward" in done.stderr
+    several = _opsuite("repro", "ops/torch.max/float32/forward", "--backend", "cpu", cwd=tmp_path)
+    assert several.returncode == 2 and "means 3 cases" in several.stderr and "ops/max.binary/float32/forward" in several.stderr

@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from matrix_support import ADD, BLOCK, SOFTMAX_BACKWARD, opsuite, three_version_matrix
+from matrix_support import (ADD, BLOCK, SOFTMAX_BACKWARD, edited_copy, failing, opsuite, real_cpu_results,
+                            three_version_matrix, tree)
 
 from opsuite.matrix import diff
 
@@ -69,3 +70,29 @@ def test_change_rules():
     assert diff.change(compile_a, dict(compile_a)) is None
     assert diff.change(ok, skip) == "changed" and diff.change(skip, skip) is None
     assert diff.change(None, ok) == "added" and diff.change(ok, None) == "removed"
+
+
+def test_a_results_file_on_either_side_is_compared_without_publishing(matrix, tmp_path):
+    path, ids = matrix
+    before = tree(path)
+    run = edited_copy(real_cpu_results(), tmp_path / "nightly.jsonl", case=failing(ADD))
+    done = opsuite("diff", ids["real"], str(run), "--json", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == diff.EXIT_REGRESSED, done.stderr
+    result = json.loads(done.stdout)
+    assert result["b"]["id"] == str(run) and "not published" in result["b"]["label"]
+    assert [c["case_id"] for c in result["changes"]["regressed"]] == [ADD]
+    assert result["changes"]["regressed"][0]["b"]["source"]["file"] == str(run)
+    back = opsuite("diff", str(run), ids["real"], "--matrix", str(path), cwd=tmp_path)
+    assert back.returncode == diff.EXIT_OK and "improved (1):" in back.stdout and f"A: {run}" in back.stdout
+    assert tree(path) == before  # nothing published
+
+
+@pytest.mark.parametrize("content, message", [(None, "no results file"), ("{not json\n", "not valid JSON")])
+def test_a_bad_results_file_is_one_clear_error(matrix, tmp_path, content, message):
+    path, ids = matrix
+    run = tmp_path / "run.jsonl"
+    if content is not None:
+        run.write_text(content)
+    done = opsuite("diff", str(run), ids["real"], "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == "" and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

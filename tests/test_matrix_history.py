@@ -2,9 +2,9 @@
 
 import json
 
-from matrix_support import ADD, SOFTMAX_BACKWARD, opsuite, three_version_matrix
+from matrix_support import ADD, SOFTMAX_BACKWARD, edited_copy, opsuite, real_cpu_results, three_version_matrix
 
-from opsuite.matrix import history
+from opsuite.matrix import history, publish
 
 
 def test_history_orders_by_stack_version_and_finds_breaks(tmp_path):
@@ -28,7 +28,7 @@ def test_history_of_an_unknown_backend_or_name(tmp_path):
     done = opsuite("history", "add", "--backend", "neuron-xla", "--matrix", str(path), cwd=tmp_path)
     assert done.returncode == 2 and "no snapshot of backend 'neuron-xla'" in done.stderr
     done = opsuite("history", "ad", "--matrix", str(path), cwd=tmp_path)
-    assert done.returncode == 1 and "did you mean: add" in done.stderr
+    assert done.returncode == 1 and "did you mean: ops/add" in done.stderr
 
 
 def test_timeline_passes_over_gaps_and_skips():
@@ -37,3 +37,32 @@ def test_timeline_passes_over_gaps_and_skips():
     assert facts == {"works_since": "e", "stopped_in": ["d"]}
     assert history.timeline_facts([("a", "pass"), ("b", "mismatch")]) == {"works_since": None, "stopped_in": ["b"]}
     assert history.timeline_facts([]) == {"works_since": None, "stopped_in": []}
+
+
+def test_a_host_fallback_reads_works_with_host_fallback(tmp_path):
+    def fell_back(case):
+        if case["case_id"] == ADD:
+            case.update(status="fallback", fallback_ops=["aten::add.Tensor"])
+
+    real = real_cpu_results()
+    matrix = tmp_path / "matrix"
+    publish.publish([real], matrix)
+    publish.publish([edited_copy(real, tmp_path / "v214.jsonl", torch="2.14.0", case=fell_back)], matrix)
+    done = opsuite("history", ADD, "--matrix", str(matrix), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith(ADD))
+    assert "pass" in row and "works, with host fallback  works, with host fallback since [1]" in row
+    [entry] = json.loads(opsuite("history", ADD, "--json", "--matrix", str(matrix), cwd=tmp_path).stdout)
+    [cell] = entry["cells"]
+    assert cell["statuses"] == ["pass", "fallback"] and cell["works_since"] is None
+    assert cell["works_with_host_fallback_since"] == entry["snapshots"][0]["id"]
+    assert history.fallback_since([("a", "mismatch"), ("b", "fallback"), ("c", "pass"), ("d", "fallback")]) == "b"
+    assert history.fallback_since([("a", "fallback"), ("b", "pass")]) is None
+
+
+def test_history_takes_the_names_people_type(tmp_path):
+    path, _ = three_version_matrix()
+    by_opinfo = json.loads(opsuite("history", "softmax", "--json", "--matrix", str(path), cwd=tmp_path).stdout)
+    for spelling in ("F.softmax", "torch.nn.functional.softmax", "Tensor.softmax"):
+        done = opsuite("history", spelling, "--json", "--matrix", str(path), cwd=tmp_path)
+        assert done.returncode == 0 and json.loads(done.stdout) == by_opinfo, done.stderr

@@ -1,14 +1,15 @@
 """`opsuite lookup NAME`: OpInfo names, aten overloads in both spellings, blocks, case ids; fast, no torch."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
-from matrix_support import ADD, BLOCK, ROOT, opsuite, three_version_matrix
+from matrix_support import ADD, BLOCK, ROOT, opsuite, real_cpu_results, three_version_matrix
 
-from opsuite.matrix import index
+from opsuite.matrix import index, publish
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_an_unknown_name_gets_close_matches_and_exit_1(matrix, tmp_path):
     path, _ = matrix
     done = opsuite("lookup", "sofmax", "--matrix", str(path), cwd=tmp_path)
     assert done.returncode == 1 and done.stdout == ""
-    assert "'sofmax' is in no published snapshot; did you mean: softmax" in done.stderr
+    assert "'sofmax' is in no published snapshot; did you mean: ops/softmax" in done.stderr
     done = opsuite("lookup", "aten::_sofmax", "--matrix", str(path), cwd=tmp_path)
     assert done.returncode == 1 and "aten::_softmax" in done.stderr
 
@@ -101,3 +102,66 @@ def test_no_matrix_or_a_stale_index_is_one_clear_error(matrix, tmp_path):
     (stale / index.FILE).write_text(json.dumps({"format": index.FORMAT, "schema_version": 0}))
     done = opsuite("lookup", "add", "--matrix", str(stale), cwd=tmp_path)
     assert done.returncode == 2 and "opsuite reindex" in done.stderr
+
+
+@pytest.mark.parametrize("spelling", ["nn.functional.softmax", "F.softmax", "torch.nn.functional.softmax",
+                                      "torch.softmax", "Tensor.softmax", "x.softmax",
+                                      "special.softmax"])  # the last: OpInfo's alias, from the recorded table
+def test_names_a_pytorch_user_types(matrix, tmp_path, spelling):
+    path, ids = matrix
+    answer = _lookup(path, tmp_path, spelling)
+    assert answer["answer"][0]["subject"] == "ops/softmax"
+    assert {c["snapshot"] for c in answer["answer"][0]["cells"]} == set(ids.values())
+
+
+def test_an_aten_in_place_name_is_its_op_first(matrix, tmp_path):
+    path, _ = matrix
+    subjects = [e["subject"] for e in _lookup(path, tmp_path, "aten::add_")["answer"]]
+    assert subjects == ["ops/add"]
+    [entry] = _lookup(path, tmp_path, "aten::add.out")["answer"]
+    assert entry["subject"] == "ops/add" and len(entry["cells"]) == 12  # the subject whole, every snapshot
+
+
+def test_a_case_id_spelled_as_a_user_does(matrix, tmp_path):
+    path, _ = matrix
+    [case] = _lookup(path, tmp_path, "ops/F.softmax/float32/backward")["answer"]
+    assert case["subject"] == "ops/softmax"
+    assert {(c["dtype"], c["direction"]) for c in case["cells"]} == {("float32", "backward")}
+
+
+def test_an_unknown_word_suggests_real_subjects(matrix, tmp_path):
+    path, _ = matrix
+    done = opsuite("lookup", "attention", "--matrix", str(path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"did you mean: blocks/{BLOCK}" in done.stderr and "aten::" not in done.stderr
+
+
+def test_snapshots_without_a_names_table_still_resolve_spellings(tmp_path):
+    # A results file from before the catalog recorded op_db's alias table: spelling rules still work.
+    lines = real_cpu_results().read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["catalog"].pop("op_names")["special.softmax"] == ["softmax"]
+    old = tmp_path / "old.jsonl"
+    old.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    publish.publish([old], tmp_path / "matrix")
+    assert _lookup(tmp_path / "matrix", tmp_path, "F.softmax")["answer"][0]["subject"] == "ops/softmax"
+    assert _lookup(tmp_path / "matrix", tmp_path, "aten::add_")["answer"][0]["subject"] == "ops/add"
+    assert opsuite("lookup", "special.softmax", "--matrix", str(tmp_path / "matrix"), cwd=tmp_path).returncode == 1
+
+
+def test_search_terms_for_page_filters(matrix):
+    path, _ = matrix
+    terms = index.search_terms(index.load(path))
+    assert {"F.softmax", "nn.functional.softmax", "special.softmax", "torch.softmax"} <= set(terms["ops/softmax"])
+    assert terms[f"blocks/{BLOCK}"] == []
+
+
+def test_a_cells_file_not_written_with_the_index_is_one_clear_error(matrix, tmp_path):
+    path, _ = matrix
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    cells = copy / index.CELLS_FILE
+    lines = cells.read_text().splitlines(keepends=True)
+    cells.write_text(lines[0].replace('"build":"', '"build":"0') + "".join(lines[1:]))
+    done = opsuite("lookup", "add", "--matrix", str(copy), cwd=tmp_path)
+    assert done.returncode == 2 and "opsuite reindex" in done.stderr and len(done.stderr.splitlines()) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from matrix_support import edited_copy, failing, opsuite, real_cpu_results, tree
 
-from opsuite.matrix import MatrixError, publish, render_html, snapshot
+from opsuite.matrix import MatrixError, index, publish, render_html, snapshot
 
 
 @pytest.fixture
@@ -77,10 +77,11 @@ def test_snapshot_pages_and_index(tmp_path, results):
     row = _row(index_md, f"| [{snap.data['label']}]")
     assert row[2:5] == [str(len(snap.cells)), f"{snap.data['summary']['pass_pct']:.1f}",
                         str(snap.data["summary"]["counts"]["pass"])]
-    lookup_index = json.loads((matrix / "index.json").read_text())
+    lookup_index = index.load(matrix)
     assert lookup_index["snapshots"][0]["id"] == snap.id
     assert lookup_index["subjects"]["ops/add"]["0"]["float32/forward"][0] == "pass"
-    assert "ops/add/float32/forward" in lookup_index["aten"]["aten::add.Tensor"]
+    assert "ops/add" in lookup_index["aten"]["aten::add.Tensor"]
+    assert "float32/forward" in lookup_index["subjects"].line("ops/add")[2]["aten::add.Tensor"]
     assert (snap.path / "index.html").is_file() and (matrix / "index.html").is_file()
 
 
@@ -150,7 +151,7 @@ def test_a_failed_publish_leaves_the_matrix_as_it_was(tmp_path, results, monkeyp
     if where == "rendering":
         def broken(*args, **kwargs):
             raise RuntimeError("injected failure")
-        monkeypatch.setattr(render_html, "index_page", broken)
+        monkeypatch.setattr(render_html, "index_files", broken)
     else:
         real_rename = os.rename
         failed = []

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import torch
 
+from opsuite import names
 from opsuite.catalog import DTYPES, Case, Sample, dtype_name
 
 # Sample generation draws from torch's global generator: a fixed seed makes the samples of a case the
@@ -138,7 +139,7 @@ class OpInfoSource:
         return f"OpInfo skips test_compare_cpu: {reason}" if reason else None
 
     def facts(self) -> dict[str, Any]:
-        return {"op_db_size": len(op_db())}
+        return {"op_db_size": len(op_db()), "op_names": names.alias_table(op_db())}
 
 
 def _describe(sample: Any) -> str:

@@ -3,7 +3,8 @@
 Nothing in this package imports torch or a device stack: `opsuite lookup` must answer offline and fast.
 Layout on disk (see docs/matrix.md):
 
-    matrix/README.md, index.json, index.html          regenerated on every publish
+    matrix/README.md, index.json, index-cells.jsonl,  regenerated on every publish
+           index.html (+ its scripts)
     matrix/<backend>/<stack key>/snapshot.json        the snapshot (schemas/snapshot-v1.json)
                                  README.md, index.html  its pages
                                  results/*.jsonl.gz     the results files it was made from

@@ -51,25 +51,26 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _add_diff(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", help="the earlier snapshot: its directory, snapshot.json, or id (backend/key)")
-    parser.add_argument("b", help="the later snapshot")
+    parser.add_argument("a", help="the earlier side: a snapshot (its directory, snapshot.json, or id "
+                                  "backend/key) or a results file (.jsonl) of a finished run, not published")
+    parser.add_argument("b", help="the later side: a snapshot or a results file")
     parser.add_argument("--json", action="store_true", help="print the diff as JSON")
     _add_matrix(parser)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Regressed, improved, changed, added and removed cases from A to B. Exit 1 when any regressed."""
-    from opsuite.matrix import diff, snapshot
+    from opsuite.matrix import diff
 
-    a, b = (snapshot.load(snapshot.resolve(ref, args.matrix)) for ref in (args.a, args.b))
-    result = diff.diff(a, b)
+    result = diff.diff(*(diff.side(ref, args.matrix) for ref in (args.a, args.b)))
     print(json.dumps(result, indent=1) if args.json else diff.text(result))
     return diff.exit_code(result)
 
 
 def _add_name(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="an OpInfo name (nn.functional.softmax), an aten overload "
-                                     "(aten::_softmax, aten._softmax.default), a block name, or a case id")
+    parser.add_argument("name", help="an op as PyTorch users write it (softmax, F.softmax, "
+                                     "torch.nn.functional.softmax, Tensor.softmax, an OpInfo alias), an aten "
+                                     "overload (aten::_softmax, aten._softmax.default), a block name, or a case id")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     _add_matrix(parser)
 
@@ -114,8 +115,6 @@ def _add_lookup(parser: argparse.ArgumentParser) -> None:
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     """Every backend and stack's cells of an op, aten overload or block, with notes. Exit 1 when unknown."""
-    from tabulate import tabulate
-
     from opsuite.matrix import index, lookup
 
     data = index.load(args.matrix)
@@ -129,6 +128,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"query": args.name, "subjects": len(matches), "answer": answer}, indent=1))
         return 0
+    from tabulate import tabulate
+
     for entry in answer:
         print(f"{entry['subject']}" + (f"  (dispatches {', '.join(entry['via'])})" if entry["via"] else ""))
         if entry["dispatches"] and not entry["via"]:
@@ -137,8 +138,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             cells = list(cells)
             print(f"\n  {cells[0]['backend']}: {cells[0]['stack']}  [{snapshot_id}]")
             rows = [[c["dtype"], c["direction"], c["status"], c["note"], c["source"]] for c in cells]
-            table = tabulate(rows, headers=["dtype", "direction", "status", "notes", "source"],
-                             maxcolwidths=[None, None, None, 70, None])
+            # Notes are cut to 100 characters already; no wrapping or number parsing: they cost more
+            # than the rest of a lookup when a packet selects many subjects.
+            table = tabulate(rows, headers=["dtype", "direction", "status", "notes", "source"], disable_numparse=True)
             print(textwrap.indent(table, "    "))
         print()
     if len(shown) < len(matches):
@@ -149,7 +151,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 COMMANDS = {
     "publish": (_add_publish, cmd_publish, "publish results files of one stack as a matrix snapshot"),
     "reindex": (_add_matrix, cmd_reindex, "rewrite the matrix's pages and lookup index from its snapshots"),
-    "diff": (_add_diff, cmd_diff, "compare two snapshots: regressed, improved, changed, added, removed"),
+    "diff": (_add_diff, cmd_diff, "compare two snapshots or results files: regressed, improved, changed, added, removed"),
     "history": (_add_history, cmd_history, "per cell, since which stack version it works and where it broke"),
     "lookup": (_add_lookup, cmd_lookup, "look an op, aten overload or block up in the published matrix"),
 }

@@ -1,17 +1,19 @@
 """Differences between two sets of cells: regressed, improved, changed error class, added, removed.
 
-The same rule serves `opsuite diff A B` (two snapshots) and the nightly regression mode (a baseline
-snapshot against a new run): only `pass` is working, so pass -> fallback is a regression too.
+The same rule serves `opsuite diff A B` (snapshots, or a finished run's results file on either side,
+compared without publishing it) and the nightly regression mode (a baseline snapshot against a new
+run): only `pass` is working, so pass -> fallback is a regression too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from opsuite.matrix import notes
-from opsuite.matrix.snapshot import Snapshot
+from opsuite.matrix import MatrixError, notes, snapshot
 
 CLASSES = ("regressed", "improved", "changed", "added", "removed")
 WORKING = "pass"
@@ -45,12 +47,35 @@ def compare(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> d
     return found
 
 
-def diff(a: Snapshot, b: Snapshot) -> dict[str, Any]:
-    """The JSON-ready diff of snapshot `a` (before) and `b` (after), with both cells of every change."""
+@dataclass
+class Side:
+    """One side of a diff: a snapshot or a results file, by its cells."""
+
+    id: str
+    label: str
+    cells: dict[str, dict[str, Any]]
+
+
+def side(ref: str, matrix: Path) -> Side:
+    """What a user named as a side of a diff: a results file (`.jsonl`, not published), or a snapshot
+    (its directory, snapshot.json or id)."""
+    path = Path(ref)
+    if ref.endswith((".jsonl", ".jsonl.gz")) and not path.is_file():
+        raise MatrixError(f"no results file {ref}")
+    if path.is_file() and path.name != snapshot.FILE:
+        cells = snapshot.run_cells(path)
+        run_ids = sorted({cell["source"]["run_id"] for cell in cells.values()})
+        return Side(str(path), f"run {', '.join(run_ids)}, not published", cells)
+    snap = snapshot.load(snapshot.resolve(ref, matrix))
+    return Side(snap.id, snap.data["label"], snap.cells)
+
+
+def diff(a: Side, b: Side) -> dict[str, Any]:
+    """The JSON-ready diff of `a` (before) and `b` (after), with both cells of every change."""
     changes = compare(a.cells, b.cells)
     return {
-        "a": {"id": a.id, "label": a.data["label"]},
-        "b": {"id": b.id, "label": b.data["label"]},
+        "a": {"id": a.id, "label": a.label},
+        "b": {"id": b.id, "label": b.label},
         "counts": {name: len(ids) for name, ids in changes.items()},
         "changes": {name: [{"case_id": case_id, "a": a.cells.get(case_id), "b": b.cells.get(case_id)}
                            for case_id in ids] for name, ids in changes.items()},

@@ -14,6 +14,9 @@ from tabulate import tabulate
 from opsuite.matrix import lookup, stack
 
 WORKING = "pass"
+HOST_FALLBACK = "fallback"
+# A fallback ran and matched, with named aten ops on the host: it works, but not all on the device.
+FALLBACK_WORDS = "works, with host fallback"
 
 
 def timeline_facts(timeline: list[tuple[str, str | None]]) -> dict[str, Any]:
@@ -27,6 +30,20 @@ def timeline_facts(timeline: list[tuple[str, str | None]]) -> dict[str, Any]:
             break
         since = label
     return {"works_since": since, "stopped_in": stopped}
+
+
+def fallback_since(timeline: list[tuple[str, str | None]]) -> str | None:
+    """When the newest status is a host fallback: the oldest snapshot of the unbroken run of passes and
+    fallbacks up to it (it has worked, with or without the host, since then); otherwise None."""
+    seen = [(label, status) for label, status in timeline if status not in (None, "skip")]
+    if not seen or seen[-1][1] != HOST_FALLBACK:
+        return None
+    since = None
+    for label, status in reversed(seen):
+        if status not in (WORKING, HOST_FALLBACK):
+            break
+        since = label
+    return since
 
 
 def history(matches: list[lookup.Match], index: dict[str, Any], backend: str | None = None) -> list[dict[str, Any]]:
@@ -45,12 +62,22 @@ def history(matches: list[lookup.Match], index: dict[str, Any], backend: str | N
                 if match.only is not None and key not in match.only:
                     continue
                 statuses = [per_snapshot.get(str(n), {}).get(key, [None])[0] for n in numbers]
-                facts = timeline_facts(list(zip((snapshots[n]["id"] for n in numbers), statuses)))
-                cells.append({"cell": f"{match.subject}/{key}", "statuses": statuses, **facts})
+                timeline = list(zip((snapshots[n]["id"] for n in numbers), statuses))
+                cells.append({"cell": f"{match.subject}/{key}", "statuses": statuses, **timeline_facts(timeline),
+                              "works_with_host_fallback_since": fallback_since(timeline)})
         if cells:
             out.append({"backend": name, "cells": cells,
                         "snapshots": [{"id": snapshots[n]["id"], "label": snapshots[n]["label"]} for n in numbers]})
     return out
+
+
+def _works(cell: dict[str, Any], number: dict[str, str]) -> str:
+    """The "works since" column: a snapshot, a host fallback since a snapshot, or not working now."""
+    if cell["works_since"]:
+        return number[cell["works_since"]]
+    if cell.get("works_with_host_fallback_since"):
+        return f"{FALLBACK_WORDS} since {number[cell['works_with_host_fallback_since']]}"
+    return "not working now"
 
 
 def text(result: list[dict[str, Any]]) -> str:
@@ -59,8 +86,8 @@ def text(result: list[dict[str, Any]]) -> str:
     for entry in result:
         number = {snap["id"]: f"[{i}]" for i, snap in enumerate(entry["snapshots"], start=1)}
         headers = ["cell", *number.values(), "works since", "stopped working in"]
-        rows = [[c["cell"], *(s or "-" for s in c["statuses"]),
-                 number[c["works_since"]] if c["works_since"] else "not working now",
+        rows = [[c["cell"], *(FALLBACK_WORDS if s == HOST_FALLBACK else s or "-" for s in c["statuses"]),
+                 _works(c, number),
                  ", ".join(number[i] for i in c["stopped_in"]) or "-"]
                 for c in entry["cells"]]
         out += [f"{entry['backend']}:"]

@@ -1,20 +1,20 @@
 """`opsuite lookup NAME`: what every published snapshot says about an op, an aten overload or a block.
 
-Reads only `matrix/index.json` (no torch, no device): NAME is a subject name (an OpInfo name such as
-`nn.functional.softmax`, a block name), `kind/name`, a full case id, or an aten overload in either
-spelling (`aten::_softmax`, `aten._softmax.default`, `aten::add.Tensor`; a packet such as `aten::add`
-means all its overloads), which selects the cases whose CPU run dispatched it.
+Reads only the lookup index (no torch, no device; see `index.py`): NAME is anything `opsuite.names`
+resolves (an OpInfo name or alias, `F.softmax`, `torch.nn.functional.softmax`, `Tensor.softmax`, a block
+name, `kind/name`), a case id whose name part is any of those, or an aten overload in either spelling
+(`aten::_softmax`, `aten._softmax.default`, `aten::add.Tensor`; a packet such as `aten::add` means all its
+overloads): the subject named after it (`aten::index_put_` -> `index_put`) first, then the cases whose CPU
+run dispatched it.
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, stack
-
-ATEN_PREFIXES = ("torch.ops.aten.", "aten::", "aten.")
+from opsuite import names
+from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, index as lookup_index, stack
 
 
 @dataclass
@@ -22,21 +22,18 @@ class Match:
     """One subject the query selects, and which of its cells (all when `only` is None)."""
 
     subject: str
-    only: set[str] | None = None          # "dtype/direction" keys
+    keys: set[str] | None = None          # "dtype/direction" keys, when a case id chose them
     via: list[str] = field(default_factory=list)  # the aten overloads that selected it
+    cells_file: Any = None                # with `via`: the index's Cells, which knows the cells that dispatched them
 
-
-def aten_key(query: str) -> tuple[str, str | None] | None:
-    """(packet, overload or None) of an aten spelling; None when `query` is not one.
-
-    `aten._softmax.default` and `aten::_softmax` name the same default overload in records
-    (`aten::_softmax`); without an overload the packet means all of them.
-    """
-    for prefix in ATEN_PREFIXES:
-        if query.startswith(prefix):
-            packet, _, overload = query[len(prefix):].partition(".")
-            return (packet, overload or None) if packet else None
-    return None
+    @property
+    def only(self) -> set[str] | None:
+        """The cells selected: those a case id named, or (selected by aten ops) those whose CPU run
+        dispatched them, read from the index when first asked (a packet may select thousands of subjects)."""
+        if self.keys is None and self.cells_file is not None:
+            dispatched = self.cells_file.line(self.subject)[2]
+            self.keys = {key for op in self.via for key in dispatched.get(op, ())}
+        return self.keys
 
 
 def _record_keys(index: dict[str, Any], packet: str, overload: str | None) -> list[str]:
@@ -47,28 +44,33 @@ def _record_keys(index: dict[str, Any], packet: str, overload: str | None) -> li
     return [k for k in index["aten"] if k.partition(".")[0] == f"aten::{packet}"]
 
 
+def _dispatching(index: dict[str, Any], packet: str, overload: str | None) -> list[Match]:
+    """The subjects whose CPU run dispatched an aten op, with only the cells that did."""
+    matches: dict[str, Match] = {}
+    for op in _record_keys(index, packet, overload):
+        for subject in index["aten"][op]:
+            match = matches.setdefault(subject, Match(subject, cells_file=index["subjects"]))
+            if op not in match.via:
+                match.via.append(op)
+    bare = packet.lstrip("_")
+    # Subjects named after the packet (softmax for aten::_softmax) first: they are what was asked.
+    return sorted(matches.values(), key=lambda m: (_last_name(m.subject) != bare, "." in m.subject, m.subject))
+
+
 def resolve(query: str, index: dict[str, Any]) -> list[Match]:
     """The subjects (and cells) a query names; empty when it names nothing published."""
-    subjects = index["subjects"]
+    found = lookup_index.resolver(index)
     parts = query.split("/")
-    if len(parts) == 4 and "/".join(parts[:2]) in subjects:  # a case id
-        return [Match("/".join(parts[:2]), {"/".join(parts[2:])})]
-    if query in subjects:
-        return [Match(query)]
-    aten = aten_key(query)
-    if aten:
-        matches: dict[str, Match] = {}
-        for op in _record_keys(index, *aten):
-            for case_id in index["aten"][op]:
-                kind, name, dtype, direction = case_id.split("/")
-                match = matches.setdefault(f"{kind}/{name}", Match(f"{kind}/{name}", set()))
-                match.only.add(f"{dtype}/{direction}")
-                if op not in match.via:
-                    match.via.append(op)
-        packet = aten[0].lstrip("_")
-        # Subjects named after the packet (softmax for aten::_softmax) first: they are what was asked.
-        return sorted(matches.values(), key=lambda m: (_last_name(m.subject) != packet, "." in m.subject, m.subject))
-    return [Match(subject) for subject in subjects if subject.partition("/")[2] == query]
+    if len(parts) == 4:  # a case id, its name part spelled any way lookup accepts
+        return [Match(case_id.rsplit("/", 2)[0], {"/".join(parts[2:])}) for case_id in found.resolve_case(query)]
+    matches = [Match(subject) for subject in found.resolve(query)]
+    aten = names.aten_packet(query)
+    if aten:  # the subject named after the op, whole, then those whose CPU run dispatched it
+        dispatching = {m.subject: m for m in _dispatching(index, *aten)}
+        for match in matches:  # named: the whole subject, with the overloads it dispatched
+            match.via = dispatching.pop(match.subject, match).via
+        matches += dispatching.values()
+    return matches
 
 
 def _last_name(subject: str) -> str:
@@ -77,10 +79,13 @@ def _last_name(subject: str) -> str:
 
 
 def suggestions(query: str, index: dict[str, Any]) -> list[str]:
-    """Close matches among every name lookup knows."""
-    names = {subject.partition("/")[2] for subject in index["subjects"]}
-    names |= set(index["aten"]) | {op.partition(".")[0] for op in index["aten"]}
-    return difflib.get_close_matches(query, sorted(names), n=6, cutoff=0.6)
+    """Real subjects (and aten ops, for an aten spelling) close to a name that names nothing."""
+    import difflib
+
+    aten = names.aten_packet(query)
+    if aten:
+        return difflib.get_close_matches(query, list(index["aten"]), n=6, cutoff=0.6)
+    return lookup_index.resolver(index).suggest(query)
 
 
 def column_order(key: str) -> tuple:
@@ -122,5 +127,4 @@ def rows(match: Match, index: dict[str, Any], order: list[str]) -> list[dict[str
 
 def dispatched(subject: str, index: dict[str, Any]) -> list[str]:
     """The aten overloads a subject's cases dispatched on CPU, from the index."""
-    prefix = subject + "/"
-    return [op for op, cases in index["aten"].items() if any(c.startswith(prefix) for c in cases)]
+    return list(index["subjects"].line(subject)[2])

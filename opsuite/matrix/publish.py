@@ -2,7 +2,7 @@
 
 Everything is written first into a staging directory inside the matrix (same file system): the new
 snapshot directory (snapshot.json, README.md, index.html, the compressed results files) and the
-regenerated top-level files (README.md, index.json, index.html). Only then is it moved into place by
+regenerated top-level files (README.md, index.json, index-cells.jsonl, index.html). Only then is it moved into place by
 renames, each undone if a later one fails, so a failed publish leaves the matrix as it was. A lock on
 the matrix directory keeps two publishes from interleaving.
 """
@@ -73,17 +73,20 @@ def _copy_results(paths: list[Path], directory: Path) -> tuple[list[str], list[s
 
 def derived_files(snapshots: list[Snapshot]) -> dict[str, str]:
     """The matrix's top-level files, regenerated from every snapshot."""
+    lookup_index = index.build(snapshots)
     return {
         "README.md": render_md.index_page(snapshots),
-        index.FILE: json.dumps(index.build(snapshots), separators=(",", ":")) + "\n",
-        "index.html": render_html.index_page(snapshots),
+        **index.files(lookup_index),
+        **render_html.index_files(snapshots, lookup_index),
     }
 
 
-def write_snapshot_pages(snap: Snapshot) -> None:
-    """Write a snapshot directory's README.md and index.html from its snapshot.json."""
-    (snap.path / "README.md").write_text(render_md.snapshot_page(snap))
-    (snap.path / "index.html").write_text(render_html.snapshot_page(snap))
+def write_snapshot_pages(snap: Snapshot) -> list[str]:
+    """Write a snapshot directory's README.md and HTML files from its snapshot.json; their names."""
+    pages = {"README.md": render_md.snapshot_page(snap), **render_html.snapshot_files(snap)}
+    for name, text in pages.items():
+        (snap.path / name).write_text(text)
+    return list(pages)
 
 
 class _Transaction:
@@ -179,8 +182,7 @@ def reindex(matrix: Path) -> list[Snapshot]:
         for number, snap in enumerate(snapshots):
             pages = Snapshot(staging / f"pages-{number}", snap.data)
             pages.path.mkdir()
-            write_snapshot_pages(pages)
-            moves += [(pages.path / name, snap.path / name) for name in ("README.md", "index.html")]
+            moves += [(pages.path / name, snap.path / name) for name in write_snapshot_pages(pages)]
         for name, text in derived_files(snapshots).items():
             (staging / f"new-{name}").write_text(text)
             moves.append((staging / f"new-{name}", matrix / name))

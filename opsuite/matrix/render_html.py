@@ -1,16 +1,23 @@
-"""Self-contained HTML pages (Jinja2): a searchable page per snapshot and the matrix's index page.
+"""HTML pages (Jinja2): a filterable page per snapshot, and the matrix's index page with a search over
+every op, block and model across all stacks.
 
-Pages load nothing from anywhere (a Content-Security-Policy forbids it): styles, the filter script and
-the coverage chart (inline SVG) are in the file. Every text from a record is escaped by autoescape.
+Pages load nothing from elsewhere: a Content-Security-Policy (`script-src 'self'`, no inline script)
+lets them run only the script files written beside them (`snapshot_files`, `index_files`). Every text
+from a record is escaped (autoescape in templates, `textContent` in scripts), and every link is built
+from parts that passed `safe_part`.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections import defaultdict
+from importlib import resources
 from typing import Any
 
-from opsuite.matrix import notes
+from opsuite.matrix import history, index, notes, stack
+from opsuite.matrix.lookup import column_order
 from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
 
@@ -20,6 +27,36 @@ STATUS_COLORS = {
 }
 BAR_WIDTH = 480  # px of a full (100 %) bar in the coverage chart
 ROW_HEIGHT = 26
+# The script files written beside the pages (the CSP allows no inline script).
+NAMES_SCRIPT = "names.js"  # the typed-name normalisation both pages' boxes use
+SNAPSHOT_SCRIPT = "filter.js"
+SEARCH_SCRIPT, SEARCH_DATA = "search.js", "search-data.js"
+# A backend name or snapshot key that may become part of a link: the documented name pattern.
+# Local until i12-reliability's names module holds the pattern; then this should use that one.
+_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+
+
+def safe_part(text: Any) -> bool:
+    """Whether `text` may be one path segment of a link: the name pattern, and no `..`."""
+    return isinstance(text, str) and bool(_SAFE_PART.match(text)) and ".." not in text
+
+
+def snapshot_href(data: dict[str, Any]) -> str | None:
+    """`<backend>/<key>/index.html` of a snapshot, relative to the matrix; None when a part is unsafe."""
+    if safe_part(data["backend"]) and safe_part(data["key"]):
+        return f"{data['backend']}/{data['key']}/index.html"
+    return None
+
+
+def results_href(file: str) -> str | None:
+    """A snapshot's `results/<name>` link; None when the name is unsafe."""
+    folder, _, name = file.partition("/")
+    return file if folder == "results" and safe_part(name) else None
+
+
+def repro_command(case_id: str, backend: str) -> str:
+    """The command that reruns one case on one backend."""
+    return f"opsuite repro {case_id} --backend {backend}"
 
 
 @functools.cache
@@ -30,24 +67,31 @@ def _environment():
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
+def _script(name: str) -> str:
+    return resources.files("opsuite").joinpath("templates", name).read_text()
+
+
 def _rows(snap: Snapshot) -> list[dict[str, Any]]:
     rows = []
     for case_id, cell in snap.cells.items():
         kind, name, dtype, direction = split_id(case_id)
         rows.append({"case_id": case_id, "subject": f"{kind}/{name}", "dtype": dtype, "direction": direction,
                      "status": cell["status"], "details": notes.details(cell)[1:],
-                     "aten": " ".join(cell.get("aten_ops", ()))})
+                     "repro": repro_command(case_id, snap.backend), "aten": " ".join(cell.get("aten_ops", ()))})
     return rows
 
 
-def snapshot_page(snap: Snapshot) -> str:
-    """The snapshot's index.html: stack, summary, and one filterable row per cell."""
+def snapshot_files(snap: Snapshot) -> dict[str, str]:
+    """The snapshot directory's HTML files: `index.html` (stack, summary, a filterable row per cell) and
+    its filter script."""
     cells = snap.cells
     cols = columns(cells)
-    return _environment().get_template("snapshot.html.j2").render(
-        snap=snap.data, rows=_rows(snap), statuses=STATUSES, colors=STATUS_COLORS,
+    runs = [{**run, "href": results_href(run["file"])} for run in snap.data["runs"]]
+    page = _environment().get_template("snapshot.html.j2").render(
+        snap=snap.data, runs=runs, rows=_rows(snap), statuses=STATUSES, colors=STATUS_COLORS,
         dtypes=list(dict.fromkeys(d for d, _ in cols)), directions=list(dict.fromkeys(r for _, r in cols)),
-        summary=summary_rows(cells), pct=pct, catalog_text=catalog_text)
+        summary=summary_rows(cells), pct=pct, catalog_text=catalog_text, scripts=(NAMES_SCRIPT, SNAPSHOT_SCRIPT))
+    return {"index.html": page, **{name: _script(name) for name in (NAMES_SCRIPT, SNAPSHOT_SCRIPT)}}
 
 
 def chart(snapshots: list[Snapshot]) -> list[dict[str, Any]]:
@@ -68,15 +112,120 @@ def chart(snapshots: list[Snapshot]) -> list[dict[str, Any]]:
                     segments.append({"x": round(x, 2), "width": round(width, 2), "status": status,
                                      "count": count, "color": STATUS_COLORS[status]})
                     x += width
-            bars.append({"label": snap.data["label"], "href": f"{backend}/{snap.data['key']}/index.html",
+            bars.append({"label": snap.data["label"], "href": snapshot_href(snap.data),
                          "pass_pct": pct(summary["pass_pct"]), "segments": segments})
         charts.append({"backend": backend, "bars": bars, "height": ROW_HEIGHT * len(bars) + 4})
     return charts
 
 
-def index_page(snapshots: list[Snapshot]) -> str:
-    """`matrix/index.html`: the coverage chart across versions and every snapshot with its figures."""
+def search_terms(lookup_index: dict[str, Any]) -> dict[str, list[str]]:
+    """Per subject (`kind/name`), the names the index page's search matches, most telling first: the
+    name, its last dotted part, the other names lookup resolves to it (`index.search_terms`: OpInfo's
+    aliases, `F.softmax`, `torch.softmax`), and the aten overloads its CPU runs dispatched (`index["aten"]`).
+
+    The page's script normalises both these terms and what is typed (`F.`, `torch.`, `aten::`,
+    overloads, a trailing `_`), so a term may be given in any of those spellings.
+    """
+    aliases = index.search_terms(lookup_index)
+    terms = {subject: [name, name.rpartition(".")[2], *aliases[subject]]
+             for subject, name in ((s, s.partition("/")[2]) for s in lookup_index["subjects"])}
+    for op, subjects in lookup_index["aten"].items():
+        for subject in subjects:
+            terms[subject].append(op)
+    return {subject: list(dict.fromkeys(names)) for subject, names in terms.items()}
+
+
+def _cell_figures(cell: dict[str, Any]) -> tuple[int | None, float | None]:
+    """A cell's sample count and worst error (device error / CPU's, against float64), each None if unknown."""
+    numerics = cell.get("numerics") or {}
+    return cell.get("samples_run"), numerics.get("ratio")
+
+
+def _subject_status(cells: list[dict[str, Any]]) -> str:
+    """A subject's status on a stack: `pass` when every applicable cell passes, else its worst status."""
+    applicable = [c["status"] for c in cells if c["status"] != "skip"]
+    if not applicable:
+        return "skip"
+    return max(applicable, key=STATUSES.index)
+
+
+def _short_label(data: dict[str, Any], named: bool = True) -> str:
+    """The most significant version field of a snapshot, e.g. `torch_xla 2.9.0` (`2.9.0` unnamed)."""
+    field = stack.version_fields(data["backend"])[0]
+    value = data["versions"].get(field)
+    if value is None:
+        return data["label"]
+    return f"{field} {value}" if named else str(value)
+
+
+def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, Any]:
+    """The index page's search table: a column per stack (by backend, newest first), a row per subject.
+
+    A row's entry for a stack is [status, passing cells, applicable cells, samples, worst error,
+    works since (a version), since uncertain (the oldest stack that tested it), the case shown first,
+    cells]; a cell is [dtype/direction, status, samples, short note]. Statuses are indices into
+    `statuses`; 0 stands for a stack that has no case of the subject.
+    """
+    by_backend: dict[str, list[Snapshot]] = defaultdict(list)
+    for snap in sorted(snapshots, key=lambda s: (s.backend, s.order_key)):
+        by_backend[snap.backend].append(snap)  # oldest first
+    per_subject: dict[str, dict[str, list[tuple[str, dict]]]] = defaultdict(lambda: defaultdict(list))
+    for snap in snapshots:
+        for case_id, cell in snap.cells.items():
+            kind, name, dtype, direction = split_id(case_id)
+            per_subject[f"{kind}/{name}"][snap.id].append((f"{dtype}/{direction}", cell))
+    columns_ = [snap for backend in sorted(by_backend) for snap in reversed(by_backend[backend])]
+    terms = search_terms(lookup_index)
+    versions = {snap.id: _short_label(snap.data, named=False) for snap in snapshots}  # under its column's name
+    rows = []
+    for subject in sorted(per_subject):
+        entries: dict[str, list[Any]] = {}
+        for snaps in by_backend.values():
+            timeline: list[tuple[str, str | None]] = []
+            for snap in snaps:
+                cells = per_subject[subject].get(snap.id)
+                timeline.append((snap.id, _subject_status([c for _, c in cells]) if cells else None))
+                if cells:
+                    entries[snap.id] = _entry(cells, timeline, versions)
+        rows.append([subject, terms[subject], [entries.get(snap.id, 0) for snap in columns_]])
+    return {
+        "statuses": list(STATUSES),
+        "stacks": [{"id": snap.id, "backend": snap.backend, "label": snap.data["label"],
+                    "short": _short_label(snap.data), "href": snapshot_href(snap.data)} for snap in columns_],
+        "subjects": rows,
+    }
+
+
+def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]],
+           versions: dict[str, str]) -> list[Any]:
+    """One subject's entry for one stack (see search_data): its cells, and its timeline (snapshot id,
+    status) on the stack's backend, oldest first, ending with that stack."""
+    cells = sorted(cells, key=lambda kc: column_order(kc[0]))
+    status = _subject_status([c for _, c in cells])
+    applicable = [(k, c) for k, c in cells if c["status"] != "skip"]
+    figures = [_cell_figures(c) for _, c in cells]
+    samples = [n for n, _ in figures if n is not None]
+    errors = [e for _, e in figures if e is not None]
+    facts = history.timeline_facts(timeline)
+    tested = [label for label, s in timeline if s not in (None, "skip")]
+    uncertain = bool(facts["works_since"]) and facts["works_since"] == tested[0]
+    # The cell a link opens first: the worst one, where there is something to see.
+    first = next((k for k, c in applicable if c["status"] == status), cells[0][0])
+    return [STATUSES.index(status), sum(c["status"] == "pass" for _, c in applicable), len(applicable),
+            sum(samples) if samples else None, max(errors) if errors else None,
+            versions.get(facts["works_since"]), uncertain, first,
+            [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell)] for key, cell in cells]]
+
+
+def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, str]:
+    """`matrix/index.html` (the search over every subject and stack, the coverage chart, every snapshot
+    with its figures) and its script and data files."""
     ordered = sorted(snapshots, key=lambda s: (s.backend, s.order_key), reverse=True)
-    return _environment().get_template("index.html.j2").render(
-        charts=chart(snapshots), snapshots=[s.data for s in ordered], statuses=STATUSES, colors=STATUS_COLORS,
-        bar_width=BAR_WIDTH, row_height=ROW_HEIGHT, pct=pct)
+    page = _environment().get_template("index.html.j2").render(
+        charts=chart(snapshots), snapshots=[{**s.data, "href": snapshot_href(s.data)} for s in ordered],
+        statuses=STATUSES, colors=STATUS_COLORS, bar_width=BAR_WIDTH, row_height=ROW_HEIGHT, pct=pct,
+        scripts=(SEARCH_DATA, NAMES_SCRIPT, SEARCH_SCRIPT))
+    # JSON.parse of a string literal: browsers parse JSON faster than the same object as script.
+    data = json.dumps(search_data(snapshots, lookup_index), separators=(",", ":"), allow_nan=False)
+    return {"index.html": page, SEARCH_DATA: f"window.OPSUITE_SEARCH = JSON.parse({json.dumps(data)});\n",
+            **{name: _script(name) for name in (NAMES_SCRIPT, SEARCH_SCRIPT)}}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opsuite import names
 from opsuite.matrix import MatrixError, stack
 
 if TYPE_CHECKING:
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 FILE = "snapshot.json"
-# Namespaces of OpInfo names, longest first; other names are torch's own functions.
-OP_NAMESPACES = ("nn.functional", "signal.windows", "torch.ops.aten", "linalg", "special", "fft", "masked",
-                 "sparse", "nn")
 # Per-case facts left in the results file only: long and of no use in a table.
 _BULKY_EXTRA = ("stderr_tail", "traceback")
 
@@ -67,8 +65,7 @@ def category(case_id: str) -> str:
     if kind != "ops":
         return kind
     # Not simply the text before the last dot: OpInfo names end in a variant (`softmax.with_dtype`).
-    namespace = next((n for n in OP_NAMESPACES if name.startswith(n + ".")), "torch")
-    return f"ops: {namespace}"
+    return f"ops: {names.namespace(name) or 'torch'}"
 
 
 def summarise(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -106,6 +103,18 @@ def cells_of(runs: list["Run"], files: list[str]) -> dict[str, dict[str, Any]]:
             cells[record.case_id] = cell
             origin[record.case_id] = str(run.path)
     return dict(sorted(cells.items()))
+
+
+def run_cells(results: Path) -> dict[str, dict[str, Any]]:
+    """The cells of a results file, traced to its path."""
+    from opsuite.results import ResultsError
+    from opsuite.results import load as load_results
+
+    try:
+        run = load_results(results)
+    except ResultsError as exc:
+        raise MatrixError(str(exc)) from None
+    return cells_of([run], [str(results)])
 
 
 def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, Any]:
