@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from opsuite import CASES_DIR
+from opsuite.audit.command import COMMANDS as AUDIT_COMMANDS
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
+from opsuite.nightly import COMMANDS as NIGHTLY_COMMANDS
 
 
 class UserError(Exception):
@@ -236,6 +238,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "repro": (_add_repro, cmd_repro, "rerun one case in-process with its traceback"),
     "summary": (_add_summary, cmd_summary, "validate results files and print their status tables"),
     **MATRIX_COMMANDS,
+    **AUDIT_COMMANDS,
+    **NIGHTLY_COMMANDS,
 }
 
 

@@ -4,7 +4,7 @@ import json
 
 from matrix_support import ADD, SOFTMAX_BACKWARD, edited_copy, opsuite, real_cpu_results, three_version_matrix
 
-from opsuite.matrix import history, publish
+from opsuite.matrix import history, publish, snapshot
 
 
 def test_history_orders_by_stack_version_and_finds_breaks(tmp_path):
@@ -16,11 +16,26 @@ def test_history_orders_by_stack_version_and_finds_breaks(tmp_path):
     cells = {c["cell"]: c for c in entry["cells"]}
     assert cells[ADD]["statuses"] == ["pass", "runtime_error", "pass"]
     assert cells[ADD]["works_since"] == ids["2.15.0"] and cells[ADD]["stopped_in"] == [ids["2.14.0"]]
+    assert (cells[ADD]["works_since_version"], cells[ADD]["stopped_in_versions"]) == ("2.15.0", ["2.14.0"])
     always = cells["ops/add/bfloat16/forward"]
     assert always["statuses"] == ["pass"] * 3 and always["works_since"] == ids["real"] and always["stopped_in"] == []
     text = opsuite("history", "softmax", "--matrix", str(path), cwd=tmp_path).stdout
     row = next(line for line in text.splitlines() if line.startswith(SOFTMAX_BACKWARD))
-    assert row.split()[1:] == ["pass", "runtime_error", "runtime_error", "not", "working", "now", "[2]"]
+    assert row.split()[1:] == ["pass", "runtime_error", "runtime_error", "not", "working", "now", "[2]", "2.14.0"]
+    add_text = opsuite("history", "add", "--matrix", str(path), cwd=tmp_path).stdout
+    add_row = next(line for line in add_text.splitlines() if line.startswith(ADD))
+    assert add_row.split()[-4:] == ["[3]", "2.15.0", "[2]", "2.14.0"]
+
+
+def test_since_which_version_per_cell_for_lookup_and_pages():
+    path, ids = three_version_matrix()
+    from opsuite.matrix import index
+
+    facts = history.since("ops/add", index.load(path))
+    assert facts["cpu"]["float32/forward"] == {"works_since": "2.15.0", "stopped_in": ["2.14.0"]}
+    real = json.loads((path / "index.json").read_text())["snapshots"]
+    first = next(s for s in real if s["id"] == ids["real"])["versions"]["torch"]
+    assert facts["cpu"]["bfloat16/forward"] == {"works_since": first, "stopped_in": []}
 
 
 def test_history_of_an_unknown_backend_or_name(tmp_path):
@@ -51,7 +66,8 @@ def test_a_host_fallback_reads_works_with_host_fallback(tmp_path):
     done = opsuite("history", ADD, "--matrix", str(matrix), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith(ADD))
-    assert "pass" in row and "works, with host fallback  works, with host fallback since [1]" in row
+    torch_version = next(s for s in snapshot.load_all(matrix) if "2.14.0" not in s.id).data["versions"]["torch"]
+    assert "pass" in row and f"works, with host fallback  works, with host fallback since [1] {torch_version}" in row
     [entry] = json.loads(opsuite("history", ADD, "--json", "--matrix", str(matrix), cwd=tmp_path).stdout)
     [cell] = entry["cells"]
     assert cell["statuses"] == ["pass", "fallback"] and cell["works_since"] is None

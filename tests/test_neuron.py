@@ -15,6 +15,7 @@ from opsuite import backends
 from opsuite.backends import neuron_tools
 from opsuite.classify import DEVICE_MEMORY, UNSUPPORTED_OPERATOR
 from opsuite.isolation import IsolatedRunner, WorkerConfig
+from opsuite.matrix import stack
 from opsuite.record import Stage, Status
 
 pytestmark = pytest.mark.main
@@ -99,3 +100,35 @@ def test_neuron_needs_torch_2_13(neuron_double, monkeypatch):
 def test_neuron_needs_torch_neuronx():
     with pytest.raises(backends.BackendError, match="'torch_neuronx'"):
         backends.check_available("neuron")
+
+
+def _header(backend, hello):
+    return {"backend": backend, "stack": hello["stack"], "env": hello["env"]}
+
+
+def test_a_neuron_stack_is_named_by_its_sdk_and_carries_its_numerics_flags(neuron_double, tmp_path, monkeypatch):
+    """Keyed and labelled by the Neuron versions, not torch's alone; the numerics flags in every stack."""
+    monkeypatch.setenv(neuron_tools.SDK_RELEASE_ENV, "2.33.0")
+    monkeypatch.setenv("NEURON_CC_FLAGS", "--auto-cast=matmult --auto-cast-type bf16 --native-int64")
+    monkeypatch.setenv("NEURON_RT_STOCHASTIC_ROUNDING_EN", "1")
+    hello, _ = run("neuron-compile", [SIN], tmp_path)
+    stack_ = hello["stack"]
+    assert (stack_["auto_cast"], stack_["auto_cast_type"], stack_["native_int64"]) == ("matmult", "bf16", True)
+    assert stack_["stochastic_rounding"] == "1"
+    assert stack_["neuron_cc_flags"] == "--auto-cast=matmult --auto-cast-type bf16 --native-int64"
+    header = _header("neuron-compile", hello)
+    assert stack.label(header) == ("neuron_sdk 2.33.0 · torch_neuronx 2.13.3.0 · neuronx_cc 2.28.7631.0+0d1e2f3a · "
+                                   f"instance_type trn2.3xlarge · torch {torch.__version__}")
+    assert stack.key(header).startswith("neuron_sdk-2.33.0__torch_neuronx-2.13.3.0__neuronx_cc-2.28.7631.0+0d1e2f3a__")
+
+
+def test_two_neuron_runs_differing_only_in_a_numerics_flag_are_two_snapshots(neuron_double, tmp_path, monkeypatch):
+    monkeypatch.delenv("NEURON_CC_FLAGS", raising=False)
+    plain, _ = run("neuron", [SIN], tmp_path)
+    # The double's compiler is 2.28: --auto-cast defaults to none there.
+    assert (plain["stack"]["auto_cast"], plain["stack"]["native_int64"]) == ("none", False)
+    monkeypatch.setenv("NEURON_CC_FLAGS", "--native-int64")
+    int64, _ = run("neuron", [SIN], tmp_path)
+    a, b = _header("neuron", plain), _header("neuron", int64)
+    assert stack.versions(a) == stack.versions(b)
+    assert stack.key(a) != stack.key(b)

@@ -78,3 +78,17 @@ def test_neuron_device_detection(tmp_path):
     assert not neuron_tools.has_neuron_device(tmp_path)
     (tmp_path / "neuron0").touch()
     assert neuron_tools.has_neuron_device(tmp_path)
+
+
+@pytest.mark.parametrize("flags, compiler, expected", [
+    ("", "2.28.7631.0", {"auto_cast": "none", "auto_cast_type": None, "native_int64": False}),
+    ("", "2.14.227.0+2d4f85be", {"auto_cast": "matmult", "auto_cast_type": None, "native_int64": False}),
+    ("", None, {"auto_cast": None, "auto_cast_type": None, "native_int64": False}),
+    ("--auto-cast all --auto-cast-type=fp8_e4m3 --native-int64", "2.28.7631.0",
+     {"auto_cast": "all", "auto_cast_type": "fp8_e4m3", "native_int64": True}),
+])
+def test_numerics_flags_are_the_effective_compiler_settings(flags, compiler, expected):
+    env = {"NEURON_CC_FLAGS": flags, "NEURON_RT_STOCHASTIC_ROUNDING_EN": "0"}
+    facts = neuron_tools.numerics_flags(env, compiler)
+    assert {k: facts[k] for k in expected} == expected
+    assert (facts["stochastic_rounding"], facts["neuron_cc_flags"]) == ("0", flags)

@@ -23,6 +23,7 @@ class CudaBackend(Backend):
         reason = unavailable()
         if reason:
             raise RuntimeError(reason)
+        full_float32_precision()
         self._device = torch.device("cuda", torch.cuda.current_device())
         if not self.recover():
             raise RuntimeError("a trivial computation on the GPU failed")
@@ -49,6 +50,18 @@ class CudaBackend(Backend):
 
     def sync(self) -> None:
         torch.cuda.synchronize(self._device)
+
+
+def full_float32_precision() -> None:
+    """Turn TF32 off for matmuls and cuDNN convolutions: a verdict judges float32 as float32.
+
+    cuDNN allows TF32 by default, so conv3d backward was judged at 10-bit mantissas; the stack records
+    these flags (a run that keeps TF32 on is another snapshot).
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
 
 def unavailable() -> str | None:
     """Why this environment cannot run the cuda backend, or None when it can."""

@@ -13,6 +13,7 @@ no kernel registered for the device's dispatch key: those ran through the CPU fa
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Iterable
 
@@ -106,16 +107,19 @@ class NeuronBackend(Backend):
         return self._device
 
     def stack(self) -> dict[str, Any]:
+        compiler = neuron_tools.compiler_version()
         return {
             "torch": torch.__version__,
+            "neuron_sdk": neuron_tools.sdk_release(os.environ),
             "torch_neuronx": package_version("torch-neuronx") or getattr(self._neuronx, "__version__", None),
-            "neuronx_cc": neuron_tools.compiler_version(),
+            "neuronx_cc": compiler,
             "neuron_runtime": neuron_tools.runtime_version(),
             "instance_type": neuron_tools.instance_type(),
             "neuron_cores": neuron_tools.core_count(),
             "fallback_tracking": self._tracking_method(),
             "autocast_enabled": torch.is_autocast_enabled(DEVICE_TYPE),
             "autocast_dtype": str(torch.get_autocast_dtype(DEVICE_TYPE)).removeprefix("torch."),
+            **neuron_tools.numerics_flags(os.environ, compiler),
         }
 
     def begin_case(self) -> None:

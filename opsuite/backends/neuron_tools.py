@@ -6,7 +6,9 @@ Each function returns None where the tool or file is absent, so a header can alw
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +17,11 @@ from typing import Any
 DMI_PRODUCT_NAME = Path("/sys/devices/virtual/dmi/id/product_name")
 NEURON_DEVICE_GLOB = "neuron*"
 VISIBLE_CORES = "NEURON_RT_VISIBLE_CORES"
+# No installed file names the Neuron SDK release (it is a set of package versions): whoever installs the
+# SDK by release, as .github/workflows/neuron-nightly.yml does, says which one here.
+SDK_RELEASE_ENV = "OPSUITE_NEURON_SDK_RELEASE"
+# neuronx-cc 2.22 (Neuron 2.27) changed the default of --auto-cast from matmult to none.
+AUTO_CAST_NONE_SINCE = "2.22"
 
 
 def _run(argv: list[str], timeout: float = 30.0) -> str | None:
@@ -36,6 +43,48 @@ def compiler_version() -> str | None:
     from opsuite.backends.base import package_version
 
     return package_version("neuronx-cc")
+
+
+def sdk_release(env: "os._Environ[str] | dict[str, str]") -> str | None:
+    """The Neuron SDK release this stack was installed from, when the installer recorded it."""
+    return env.get(SDK_RELEASE_ENV) or None
+
+
+def numerics_flags(env: "os._Environ[str] | dict[str, str]", compiler: str | None) -> dict[str, Any]:
+    """The compiler and runtime settings that change a Neuron result, as the stack records them.
+
+    `auto_cast` is the effective --auto-cast (the compiler's default when NEURON_CC_FLAGS does not set
+    it; None when neither the flag nor the compiler version is known), `native_int64` whether int64
+    stays int64 (else it is computed in int32), `stochastic_rounding` NEURON_RT_STOCHASTIC_ROUNDING_EN
+    as set (None: the runtime's default), `neuron_cc_flags` the flags in full.
+    """
+    flags = env.get("NEURON_CC_FLAGS", "")
+    try:
+        words = shlex.split(flags)
+    except ValueError:  # unbalanced quotes: the compiler would refuse them too; keep the text
+        words = flags.split()
+    given: dict[str, str | None] = {}
+    for i, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if name.startswith("--"):
+            follows = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else None
+            given[name] = value if eq else follows
+    return {
+        "auto_cast": given.get("--auto-cast") or _default_auto_cast(compiler),
+        "auto_cast_type": given.get("--auto-cast-type"),
+        "native_int64": "--native-int64" in given,
+        "stochastic_rounding": env.get("NEURON_RT_STOCHASTIC_ROUNDING_EN"),
+        "neuron_cc_flags": flags,
+    }
+
+
+def _default_auto_cast(compiler: str | None) -> str | None:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return "none" if Version(compiler or "") >= Version(AUTO_CAST_NONE_SINCE) else "matmult"
+    except InvalidVersion:
+        return None
 
 
 def runtime_version() -> str | None:

@@ -32,15 +32,17 @@ class NeuronXlaBackend(XlaBackend):
         configure_compile_cache(os.environ, neuron_tools.compiler_version())
 
     def stack(self) -> dict[str, Any]:
+        compiler = neuron_tools.compiler_version()
         return {
             **super().stack(),
+            "neuron_sdk": neuron_tools.sdk_release(os.environ),
             "torch_neuronx": package_version("torch-neuronx"),
             "libneuronxla": package_version("libneuronxla"),
-            "neuronx_cc": neuron_tools.compiler_version(),
+            "neuronx_cc": compiler,
             "neuron_runtime": neuron_tools.runtime_version(),
             "instance_type": neuron_tools.instance_type(),
             "logical_nc_config": os.environ.get("NEURON_LOGICAL_NC_CONFIG"),
-            "neuron_cc_flags": os.environ.get("NEURON_CC_FLAGS", ""),
+            **neuron_tools.numerics_flags(os.environ, compiler),
         }
 
 

@@ -254,6 +254,14 @@ def _optimizer_state(params: dict[str, torch.Tensor], gen: torch.Generator) -> t
     return exp_avg, exp_avg_sq
 
 
+def train_sample(model: nn.Module, dtype: torch.dtype, batch: dict[str, torch.Tensor], gen: torch.Generator,
+                 label: str) -> Sample:
+    """A `train` sample of a model that returns its loss given labels: TrainStep from a warm AdamW state."""
+    params = parameters(model, dtype, requires_grad=True)
+    return Sample(fn=TrainStep(model), args=(params, buffers(model), *_optimizer_state(params, gen)),
+                  kwargs=batch, label=label)
+
+
 def _logits(out: Any) -> torch.Tensor:
     return out.logits
 
@@ -288,9 +296,7 @@ class ModelSource:
             batch = FAMILIES[family].batch(seq, gen, case.direction == "train")
             label = f"seq {seq}: {type(model).__name__} {describe(**batch)}"
             if case.direction == "train":
-                params = parameters(model, dtype, requires_grad=True)
-                samples.append(Sample(fn=TrainStep(model), args=(params, buffers(model), *_optimizer_state(params, gen)),
-                                      kwargs=batch, label=label))
+                samples.append(train_sample(model, dtype, batch, gen, label))
             else:
                 samples.append(module_sample(model, dtype, case.direction, (), kwargs=batch, label=label,
                                              output_process=_logits))

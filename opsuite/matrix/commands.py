@@ -67,6 +67,28 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return diff.exit_code(result)
 
 
+def _add_release_notes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", help="the earlier release's snapshot: its directory, snapshot.json, or id (backend/key)")
+    parser.add_argument("b", help="the later release's snapshot")
+    parser.add_argument("--json", action="store_true", help="print the notes as JSON")
+    _add_matrix(parser)
+    parser.add_argument("--write", action="store_true",
+                        help="also write the notes' Markdown and HTML pages under <matrix>/release-notes/<backend>/")
+
+
+def cmd_release_notes(args: argparse.Namespace) -> int:
+    """What release B changed against A, for people: print the Markdown notes (or JSON); --write the pages."""
+    from opsuite.matrix import release_notes, snapshot
+
+    a, b = (snapshot.load(snapshot.resolve(ref, args.matrix)) for ref in (args.a, args.b))
+    result = release_notes.release_notes(a, b)
+    sys.stdout.write(json.dumps(result, indent=1) + "\n" if args.json else release_notes.markdown(result))
+    if args.write:
+        for path in release_notes.write(result, args.matrix):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="an op as PyTorch users write it (softmax, F.softmax, "
                                      "torch.nn.functional.softmax, Tensor.softmax, an OpInfo alias), an aten "
@@ -152,6 +174,8 @@ COMMANDS = {
     "publish": (_add_publish, cmd_publish, "publish results files of one stack as a matrix snapshot"),
     "reindex": (_add_matrix, cmd_reindex, "rewrite the matrix's pages and lookup index from its snapshots"),
     "diff": (_add_diff, cmd_diff, "compare two snapshots or results files: regressed, improved, changed, added, removed"),
+    "release-notes": (_add_release_notes, cmd_release_notes,
+                      "what release B changed against A: newly working and broken, fallbacks, numerics, catalog"),
     "history": (_add_history, cmd_history, "per cell, since which stack version it works and where it broke"),
     "lookup": (_add_lookup, cmd_lookup, "look an op, aten overload or block up in the published matrix"),
 }

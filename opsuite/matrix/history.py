@@ -49,6 +49,8 @@ def fallback_since(timeline: list[tuple[str, str | None]]) -> str | None:
 def history(matches: list[lookup.Match], index: dict[str, Any], backend: str | None = None) -> list[dict[str, Any]]:
     """Per backend: its snapshots oldest first and, per matched cell, its statuses and facts."""
     snapshots = index["snapshots"]
+    # A release's name (`2.9.0`); a snapshot without version fields is named by its label.
+    release = {s["id"]: stack.release_name(s["backend"], s["versions"]) or s["label"] for s in snapshots}
     backends = sorted({s["backend"] for s in snapshots if backend in (None, s["backend"])})
     out = []
     for name in backends:
@@ -63,12 +65,25 @@ def history(matches: list[lookup.Match], index: dict[str, Any], backend: str | N
                     continue
                 statuses = [per_snapshot.get(str(n), {}).get(key, [None])[0] for n in numbers]
                 timeline = list(zip((snapshots[n]["id"] for n in numbers), statuses))
-                cells.append({"cell": f"{match.subject}/{key}", "statuses": statuses, **timeline_facts(timeline),
-                              "works_with_host_fallback_since": fallback_since(timeline)})
+                facts = timeline_facts(timeline)
+                cells.append({"cell": f"{match.subject}/{key}", "statuses": statuses, **facts,
+                              "works_with_host_fallback_since": fallback_since(timeline),
+                              "works_since_version": release.get(facts["works_since"]),
+                              "stopped_in_versions": [release[i] for i in facts["stopped_in"]]})
         if cells:
             out.append({"backend": name, "cells": cells,
-                        "snapshots": [{"id": snapshots[n]["id"], "label": snapshots[n]["label"]} for n in numbers]})
+                        "snapshots": [{"id": snapshots[n]["id"], "label": snapshots[n]["label"],
+                                       "version": release[snapshots[n]["id"]]} for n in numbers]})
     return out
+
+
+def since(subject: str, index: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """For lookup and the pages: per backend and `dtype/direction` of a subject (`ops/add`), the version
+    it works since (None: not working now) and the versions it stopped working in."""
+    return {entry["backend"]: {c["cell"].removeprefix(subject + "/"): {"works_since": c["works_since_version"],
+                                                                       "stopped_in": c["stopped_in_versions"]}
+                               for c in entry["cells"]}
+            for entry in history([lookup.Match(subject)], index)}
 
 
 def _works(cell: dict[str, Any], number: dict[str, str]) -> str:
@@ -81,14 +96,16 @@ def _works(cell: dict[str, Any], number: dict[str, str]) -> str:
 
 
 def text(result: list[dict[str, Any]]) -> str:
-    """Tables, one per backend: a column per snapshot ([1] the oldest), then works since / stopped in."""
+    """Tables, one per backend: a column per snapshot ([1] the oldest), then works since / stopped in,
+    each named by its number and release (`[2] 2.14.0`)."""
     out = []
     for entry in result:
         number = {snap["id"]: f"[{i}]" for i, snap in enumerate(entry["snapshots"], start=1)}
+        named = {snap["id"]: f"{number[snap['id']]} {snap['version']}" for snap in entry["snapshots"]}
         headers = ["cell", *number.values(), "works since", "stopped working in"]
         rows = [[c["cell"], *(FALLBACK_WORDS if s == HOST_FALLBACK else s or "-" for s in c["statuses"]),
-                 _works(c, number),
-                 ", ".join(number[i] for i in c["stopped_in"]) or "-"]
+                 _works(c, named),
+                 ", ".join(named[i] for i in c["stopped_in"]) or "-"]
                 for c in entry["cells"]]
         out += [f"{entry['backend']}:"]
         out += [f"  {number[snap['id']]} {snap['label']}  ({snap['id']})" for snap in entry["snapshots"]]

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from opsuite.matrix import MatrixError, index, render_html, render_md, snapshot
+from opsuite.matrix import MatrixError, index, op_cells, render_html, render_md, snapshot
 from opsuite.matrix.snapshot import Snapshot
 
 STAGING_PREFIX = ".publish-"
@@ -82,8 +82,9 @@ def derived_files(snapshots: list[Snapshot]) -> dict[str, str]:
 
 
 def write_snapshot_pages(snap: Snapshot) -> list[str]:
-    """Write a snapshot directory's README.md and HTML files from its snapshot.json; their names."""
-    pages = {"README.md": render_md.snapshot_page(snap), **render_html.snapshot_files(snap)}
+    """Write a snapshot directory's README.md, HTML files and aten.json from its snapshot.json; their names."""
+    pages = {"README.md": render_md.snapshot_page(snap), **render_html.snapshot_files(snap),
+             op_cells.FILE: op_cells.text(snap.data)}
     for name, text in pages.items():
         (snap.path / name).write_text(text)
     return list(pages)

@@ -14,8 +14,11 @@ from typing import Any
 
 # Per backend, the header fields that name its version, most significant first: they order the snapshots
 # of a backend (history, charts) and make the directory name readable. Unlisted backends use torch's.
+_NEURON = ("neuron_sdk", "torch_neuronx", "neuronx_cc", "neuron_runtime", "instance_type")
 VERSION_FIELDS: dict[str, tuple[str, ...]] = {
-    "neuron-xla": ("torch_neuronx", "neuronx_cc", "neuron_runtime", "instance_type", "torch_xla", "torch"),
+    "neuron": (*_NEURON, "torch"),
+    "neuron-compile": (*_NEURON, "torch"),
+    "neuron-xla": (*_NEURON, "torch_xla", "torch"),
     "xla": ("torch_xla", "torch", "pjrt_device"),
     "cpu": ("torch",),
 }
@@ -51,12 +54,22 @@ def key(header: dict[str, Any]) -> str:
     """The snapshot directory name: the versions, readable, then a hash of the whole identity."""
     digest = hashlib.sha256(json.dumps(identity(header), sort_keys=True).encode()).hexdigest()[:10]
     parts = [f"{name}-{value}" for name, value in versions(header).items()]
-    return "__".join(_UNSAFE.sub("_", part) for part in [*parts, digest])
+    return "__".join(safe_name(part) for part in [*parts, digest])
+
+
+def safe_name(text: str) -> str:
+    """Text made fit for a file name: runs of characters other than letters, digits, `._+-` become `_`."""
+    return _UNSAFE.sub("_", text)
 
 
 def label(header: dict[str, Any]) -> str:
     """A short human name of the stack, e.g. `torch_xla 2.9.0 · torch 2.9.0+cu128 · pjrt_device CPU`."""
     return " · ".join(f"{name} {value}" for name, value in versions(header).items()) or header["backend"]
+
+
+def release_name(backend: str, versions_: dict[str, Any]) -> str | None:
+    """The most significant version a snapshot has (`2.9.0` for torch_xla 2.9.0): how people name a release."""
+    return next((str(versions_[name]) for name in version_fields(backend) if versions_.get(name) is not None), None)
 
 
 def order_key(backend: str, versions_: dict[str, Any], started_at: str) -> tuple:

@@ -18,7 +18,8 @@ What it is built to exercise:
 - `torch.compile(backend="neuron")` (AOTAutograd, then the graph runs on this device) refuses a graph
   holding `aten.atan2` with a compiler error code;
 - torch-neuronx's op tracking (`get_fallback_ops`, `clear_op_tracking`), absent when
-  OPSUITE_DOUBLE_NO_OP_TRACKING=1, as in a release without it.
+  OPSUITE_DOUBLE_NO_OP_TRACKING=1, as in a release without it;
+- a release that lost kernels: OPSUITE_DOUBLE_NO_KERNEL=sin,neg leaves those ops to the CPU fallback.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def _register() -> None:
     """Make `neuron` a PyTorch device: rename PrivateUse1, then register its kernels and fallback."""
     _setup_privateuseone_for_python_backend(DEVICE, backend_module=_Module())
     aten = torch.library.Library("aten", "IMPL")
-    for name in DEVICE_OPS:
+    lost = set(os.environ.get("OPSUITE_DOUBLE_NO_KERNEL", "").split(","))
+    for name in (op for op in DEVICE_OPS if op not in lost):
         base, _, overload = name.partition(".")
         aten.impl(name, _kernel(getattr(getattr(torch.ops.aten, base), overload or "default")), "PrivateUse1")
     aten.impl("_copy_from", _copy_from, "PrivateUse1")
