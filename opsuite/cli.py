@@ -20,6 +20,7 @@ from opsuite.audit.command import COMMANDS as AUDIT_COMMANDS
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
 from opsuite.nightly import COMMANDS as NIGHTLY_COMMANDS
+from opsuite.vocabulary import KINDS, NOT_APPLICABLE, WORKING, check_choices
 
 
 class UserError(Exception):
@@ -53,6 +54,9 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
                              "report them, do not fail")
     parser.add_argument("--update-baseline", action="store_true",
                         help="with --baseline: publish this run as a snapshot into the baseline's matrix")
+    parser.add_argument("--resume", metavar="RESULTS",
+                        help="continue a killed run: skip the cases its results file holds, append the others to it "
+                             "(backend, kinds, samples, dtypes, directions and -k are the run's own)")
     for flag, what in _RERUN_FLAGS.items():
         parser.add_argument(flag, action="store_true", help=f"pytest's {flag}: {what}")
     parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --, e.g. -- -m 'blocks and backward'")
@@ -74,13 +78,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     import pytest
 
-    from opsuite import backends, summary
+    from opsuite import backends, pytest_plugin, summary
+    from opsuite.pytest_plugin import RESULTS_FAILED_EXIT, WORKER_FAILED_EXIT, check_options
     from opsuite.results import load
 
+    if args.resume:
+        _take_resumed_options(args)
     backend = args.backend or backends.default()
     try:
         backends.check_available(backend)
-    except backends.BackendError as exc:
+        check_options(args.samples, args.dtypes, args.directions, args.case_timeout, args.workers)
+        check_choices(_csv(args.kinds or ""), KINDS, "case kind")
+    except (backends.BackendError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if args.update_baseline and not args.baseline:
         raise UserError("--update-baseline needs --baseline SNAPSHOT")
@@ -90,14 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         snap = baseline.load(args.baseline, backend)
     chosen = _run_profile(args, snap)
-    results = Path(args.results or Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
-    if results.exists():
-        raise UserError(f"{results} already exists; results files are never overwritten")
+    results = Path(args.resume or args.results or
+                   Path("results") / backend / f"{backend}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    if results.exists() and not args.resume:
+        raise UserError(f"{results} already exists; results files are never overwritten (continue a killed run "
+                        f"with --resume {results})")
     files = [str(CASES_DIR / f"test_{kind}.py") for kind in chosen.kinds]
-    for file in files:
-        if not Path(file).exists():
-            raise UserError(f"no case kind {Path(file).stem.removeprefix('test_')!r}; known: ops, blocks, models")
-    argv = [*files, "--backend", backend, "--samples", chosen.samples, "--results", str(results),
+    argv = [*files, "--backend", backend, "--samples", chosen.samples,
+            *(["--resume", str(results)] if args.resume else ["--results", str(results)]),
             "-q", "--tb=no", "-o", f"cache_dir={results.resolve().parent / '.pytest_cache'}",
             "--rootdir", str(CASES_DIR.parent)]
     for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--profile", chosen.name),
@@ -112,17 +121,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             argv.append("--" + flag.replace("_", "-"))
     argv += [flag for flag in _RERUN_FLAGS if getattr(args, flag[2:])]
     argv += args.pytest_args
-    code = pytest.main(argv, plugins=[_SummaryOnly()])
-    # Imported only now: imported before pytest.main, the plugin could not be rewritten for asserts (a warning).
-    from opsuite.pytest_plugin import WORKER_FAILED_EXIT
-
+    # The plugin, imported above, is handed to pytest as the module it is: conftest.py naming it again
+    # would have pytest try to rewrite its asserts and warn that it cannot (already imported).
+    code = pytest.main(argv, plugins=[_SummaryOnly(), pytest_plugin])
+    if code == RESULTS_FAILED_EXIT:
+        print(f"opsuite: the run stopped: {results} could not be written; the cases finished before are "
+              f"kept (continue with --resume {results} once there is room)", file=sys.stderr)
     if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR,
-                WORKER_FAILED_EXIT):
+                WORKER_FAILED_EXIT, RESULTS_FAILED_EXIT):
         return int(code)
     if not results.exists():
         print("opsuite: no case was selected; nothing recorded", file=sys.stderr)
         return 5
     run = load(results)
+    _warn(run.warnings)
     print()
     print(summary.run_report(run))
     print(f"\n{len(run.records)} cases recorded in {results}")
@@ -134,6 +146,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(baseline.report(snap, cells, changes, absent, args.allow_missing))
         return 1 if baseline.failed(changes, absent, args.allow_missing) else 0
     return 0
+
+
+def _take_resumed_options(args: argparse.Namespace) -> None:
+    """`--resume FILE`: the run's backend and selection, from its header (a conflicting option is refused)."""
+    from opsuite.results import ResultsError, load_for_resume
+
+    if args.results:
+        raise UserError("--resume appends to the results file it names; --results cannot be given with it")
+    try:
+        header = load_for_resume(args.resume).header
+    except ResultsError as exc:
+        raise UserError(str(exc)) from None
+    options, kinds = header["options"], header["catalog"].get("kinds", ())
+    recorded = {"backend": header["backend"], "keyword": options.get("keyword"), "profile": options.get("profile"),
+                "samples": options.get("samples"), "kinds": ",".join(k for k in KINDS if k in kinds) or None,
+                **{name: ",".join(options[name]) if options.get(name) else None
+                   for name in ("dtypes", "directions")}}
+    for name, value in recorded.items():
+        if getattr(args, name) not in (None, value):
+            raise UserError(f"--resume {args.resume}: the run was started with {name} {value!r}, not "
+                            f"{getattr(args, name)!r}; a resumed run keeps its own selection")
+        setattr(args, name, value)
+    if args.op:
+        raise UserError(f"--resume {args.resume}: a resumed run keeps its own selection; --op cannot be given")
+    args.op = [",".join(options["ops"])] if options.get("ops") else None
 
 
 def _run_profile(args: argparse.Namespace, snap) -> "profiles.Profile":
@@ -192,7 +229,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     print(json.dumps(record.to_json(), indent=2))
     if trace:
         print(trace, file=sys.stderr)
-    return 0 if record.status.value in ("pass", "skip") else 1
+    return 0 if record.status.value in WORKING | {NOT_APPLICABLE} else 1
 
 
 def _case_named(case_id: str, catalog) -> str:
@@ -226,6 +263,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
             run = load(path)
         except ResultsError as exc:
             raise UserError(str(exc)) from None
+        _warn(run.warnings)
         print(f"{path}: run {run.header['run_id']}, backend {run.backend}, {len(run.records)} cases")
         print(summary.status_table(run.records))
     return 0
@@ -241,6 +279,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     **AUDIT_COMMANDS,
     **NIGHTLY_COMMANDS,
 }
+
+
+def _warn(warnings: list[str]) -> None:
+    """Say what a reader forgave (a torn last line, a newer minor version), one line each."""
+    for warning in warnings:
+        print(f"opsuite: warning: {warning}", file=sys.stderr)
 
 
 def _csv(value: str) -> list[str]:

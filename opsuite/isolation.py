@@ -10,6 +10,7 @@ checks that the runtime is still sound (`Backend.recover`) and, if not, exits to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from opsuite.record import CaseRecord, Failure, Stage, Status
+from opsuite.vocabulary import KINDS, parse_case_id
 
 STARTUP_TIMEOUT_S = 600.0
 STDERR_TAIL_LINES = 20
@@ -107,7 +109,7 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
                 _reply(conn, {"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
             continue
         case_id = request
-        catalog = catalog_of(case_id.split("/", 1)[0])
+        catalog = catalog_of(parse_case_id(case_id).kind)
         case = catalog.get(case_id)
         try:
             record = run_case(case, catalog.source(case), backend, config.samples, on_stage)
@@ -139,10 +141,14 @@ class IsolatedRunner:
         self._stage: Any = None
         self._log: Path | None = None
         self._ready = False  # the running worker has reported that its backend is open
+        self._kinds = dict.fromkeys(config.kinds)  # every kind asked for: a restarted worker builds them first
 
     def run(self, case_id: str) -> CaseRecord:
         """Run one case and return its record, whatever happens to the worker."""
-        self._ensure_worker()
+        kind = parse_case_id(case_id).kind
+        if kind in KINDS:
+            self._kinds.setdefault(kind)
+        self._ensure_worker()  # a restart and its catalogs are not part of this case's budget
         assert self._conn is not None
         started = time.perf_counter()
         self._stage.value = _STAGES.index(Stage.PREPARE)
@@ -179,6 +185,7 @@ class IsolatedRunner:
         reply = self._await_reply(f"build the {request.kind!r} catalog", f"building the {request.kind!r} catalog")
         if "error" in reply:
             raise WorkerStartError(f"the {request.kind!r} catalog cannot be built: {reply['error']}")
+        self._kinds.setdefault(request.kind)
         return reply["cases"], reply["facts"]
 
     def __enter__(self) -> "IsolatedRunner":
@@ -210,7 +217,9 @@ class IsolatedRunner:
         parent, child = self._ctx.Pipe()
         self._stage = self._ctx.Value("i", 0, lock=False)
         self._log = self.log_dir / f"worker-{os.getpid()}-{self.starts}.log"
-        self._proc = self._ctx.Process(target=_worker_main, args=(child, self.config, str(self._log), self._stage),
+        # The kinds asked for so far are built before the worker reports ready: outside any case's budget.
+        config = dataclasses.replace(self.config, kinds=tuple(self._kinds))
+        self._proc = self._ctx.Process(target=_worker_main, args=(child, config, str(self._log), self._stage),
                                        daemon=True, name=f"opsuite-{self.config.backend}")
         self._proc.start()
         child.close()

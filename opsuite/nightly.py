@@ -17,43 +17,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opsuite.matrix import DEFAULT_MATRIX, MatrixError
+from opsuite.matrix import MATRIX_ENV, MatrixError, find_matrix
 
 EXIT_OK, EXIT_FAILED = 0, 1
 REPORT = "nightly-report.md"
-# The run options of a published snapshot: the matrix profile (docs/matrix.md). `profile_options`
-# uses `opsuite run --profile matrix` (and `--resume` to continue an interrupted night) where this
-# opsuite has them, and this spelled-out equivalent otherwise.
-MATRIX_PROFILE = ("--kinds", "ops,blocks,models", "--dtypes", "float32,bfloat16", "--samples", "all")
-
-
-def _run_flags() -> set[str]:
-    """The option strings `opsuite run` accepts."""
-    from opsuite.cli import COMMANDS
-
-    parser = argparse.ArgumentParser()
-    COMMANDS["run"][0](parser)
-    return {flag for action in parser._actions for flag in action.option_strings}
-
-
-def profile_options(resume: bool) -> list[str]:
-    """The `opsuite run` options of a nightly: the matrix profile, resumed when asked and supported."""
-    flags = _run_flags()
-    options = ["--profile", "matrix"] if "--profile" in flags else list(MATRIX_PROFILE)
-    if resume and "--resume" in flags:
-        options.append("--resume")
-    return options
+def profile_options(results: Path) -> list[str]:
+    """The `opsuite run` options of a nightly: the matrix profile (the options published snapshots are
+    run with, `opsuite/profiles.py`), writing `results`, or continuing the interrupted run in it."""
+    return ["--profile", "matrix", "--resume" if results.exists() else "--results", str(results)]
 
 
 def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="backend under test (default: a Neuron device if present, else xla)")
-    parser.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX,
-                        help=f"the matrix to publish into and compare with (default: {DEFAULT_MATRIX})")
+    parser.add_argument("--matrix", type=Path, default=None,
+                        help=f"the matrix to publish into and compare with (default: ${MATRIX_ENV}, else the "
+                             f"matrix/ of the current checkout)")
     parser.add_argument("--work", type=Path, default=Path("nightly"),
                         help="where the results file and the report go (default: ./nightly)")
     parser.add_argument("--results", type=Path,
                         help="results file of this night (default: <work>/<backend>-nightly-<time>.jsonl); an "
-                             "existing one is resumed where `opsuite run --resume` exists")
+                             "existing one is resumed (`opsuite run --resume`)")
     parser.add_argument("-n", dest="workers", help="parallel workers (pytest-xdist): a number or 'auto'")
     parser.add_argument("-k", dest="keyword", help="only the cases this pytest -k expression selects (a subset: "
                                                    "for trying the job out, not for a published matrix)")
@@ -64,8 +47,7 @@ def _add(parser: argparse.ArgumentParser) -> None:
 
 def run_suite(args: argparse.Namespace, backend: str, results: Path) -> int:
     """`opsuite run` with the nightly's options, in a subprocess (its own pytest session); its exit code."""
-    argv = [sys.executable, "-m", "opsuite.cli", "run", "--backend", backend, "--results", str(results),
-            *profile_options(resume=results.exists())]
+    argv = [sys.executable, "-m", "opsuite.cli", "run", "--backend", backend, *profile_options(results)]
     for flag, value in (("-n", args.workers), ("-k", args.keyword), ("--case-timeout", args.case_timeout)):
         if value is not None:
             argv += [flag, str(value)]
@@ -135,6 +117,7 @@ def nightly(args: argparse.Namespace) -> int:
         backends.check_available(backend)
     except backends.BackendError as exc:
         raise MatrixError(str(exc)) from None
+    args.matrix = find_matrix(args.matrix, write=True)
     args.work.mkdir(parents=True, exist_ok=True)
     results = args.results or args.work / f"{backend}-nightly-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     run_exit = run_suite(args, backend, results)

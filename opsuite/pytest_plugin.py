@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import getpass
+import math
 import os
 import platform
 import secrets
@@ -31,22 +32,23 @@ import opsuite
 from opsuite import backends, names, profiles, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
-from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, MatrixError, notes, publish, snapshot
+from opsuite.matrix import MatrixError, check_writable, notes, publish, snapshot
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
-from opsuite.results import ResultsError, ResultsWriter, load
+from opsuite.results import ResultsError, ResultsWriter, load, load_for_resume
+from opsuite.vocabulary import DIRECTIONS, DTYPES, KINDS, check_choices
 
 RUN_KEY = pytest.StashKey[dict]()
 BASELINE_KEY = pytest.StashKey[Any]()  # the baseline Snapshot of regression mode
 _SESSION_KEY = pytest.StashKey["CaseSession"]()  # the case session of this pytest process, once it has one
 _CATALOG_KEY = pytest.StashKey[dict]()  # what this process collected, for the run header
 _FACTS_KEY = pytest.StashKey[dict]()  # the catalog facts the worker reported while collecting
+_FINISHED_KEY = pytest.StashKey[set]()  # under --resume: the case ids the run had finished
 _STARTED_KEY = pytest.StashKey[float]()  # xdist: when the controlling process started its workers
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
 WORKER_FAILED_EXIT = 3  # the exit code when the backend's worker cannot start: no case can run
-# The case kinds: one pytest module each, cases/test_<kind>.py.
-CASE_KINDS = tuple(sorted(p.stem.removeprefix("test_") for p in opsuite.CASES_DIR.glob("test_*.py")))
+RESULTS_FAILED_EXIT = 6  # the exit code when the results file cannot be written (a full disk)
 # A case that ran and did not pass is a failed test (so `--lf` reruns it) shown under its own status;
 # a host fallback ran and matched, so it gets its own letter in the progress line.
 PROGRESS_LETTER = {Status.FALLBACK: "h"}
@@ -79,6 +81,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "report them, do not fail")
     group.addoption("--update-baseline", action="store_true", default=False,
                     help="with --baseline: publish this run as a snapshot into the baseline's matrix")
+    group.addoption("--resume", default=None, metavar="RESULTS",
+                    help="continue the killed run of this results file: its finished cases are skipped, the "
+                         "others appended under its header (give the run's own selection options)")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -89,24 +94,37 @@ def parse_samples(value: str) -> int | None:
     """'all' -> None (every sample); otherwise a positive count."""
     if value == "all":
         return None
-    count = int(value)
-    if count < 1:
-        raise ValueError("--samples must be a positive number or 'all'")
-    return count
+    if not str(value).isdigit() or int(value) < 1:
+        raise ValueError(f"--samples must be a positive number or 'all', not {value!r}")
+    return int(value)
+
+
+def check_options(samples: str | None, dtypes: str | None, directions: str | None, case_timeout: float | None,
+                  workers: Any) -> None:
+    """Raise ValueError naming the first bad option value (and the good ones), before anything runs."""
+    if samples is not None:
+        parse_samples(samples)
+    check_choices(_csv(dtypes) or [], DTYPES, "dtype")
+    check_choices(_csv(directions) or [], DIRECTIONS, "direction")
+    if case_timeout is not None and not (math.isfinite(case_timeout) and case_timeout > 0):
+        raise ValueError(f"--case-timeout must be a positive number of seconds, not {case_timeout:g}")
+    if workers is not None and str(workers) not in ("auto", "logical") and not str(workers).isdigit():
+        raise ValueError(f"-n must be a number of workers or 'auto', not {workers!r}")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     # Every case carries its kind, dtype and direction as markers: `-m "ops and backward"`.
-    for kind in CASE_KINDS:
+    for kind in KINDS:
         config.addinivalue_line("markers", f"{kind}: a case of kind {kind}")
-    for dtype in DTYPE_ORDER:
+    for dtype in DTYPES:
         config.addinivalue_line("markers", f"{dtype}: a case in dtype {dtype}")
-    for direction in DIRECTION_ORDER:
+    for direction in DIRECTIONS:
         config.addinivalue_line("markers", f"{direction}: a case of direction {direction}")
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         config.stash[RUN_KEY] = workerinput["opsuite_run"]
+        config.stash[_FINISHED_KEY] = set(workerinput["opsuite_finished"])
         if config.stash[RUN_KEY]["backend"] in backends.NEURON_BACKENDS:
             _pin_neuron_core(workerinput["workerid"])
         _configure_baseline(config, workerinput["opsuite_run"]["backend"])
@@ -116,22 +134,27 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("backend"):  # the default is checked only once cases actually run
             backends.check_available(backend)
         chosen = _profile(config)
-        parse_samples(chosen.samples)
+        check_options(chosen.samples, config.getoption("dtypes"), config.getoption("directions"),
+                      config.getoption("case_timeout"), config.getoption("numprocesses", None))
     except (backends.BackendError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    if config.getoption("resume"):
+        config.stash[RUN_KEY] = _resumed_run(config, Path(config.getoption("resume")), _selection(config, chosen))
+        _configure_baseline(config, config.stash[RUN_KEY]["backend"])
+        return
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{backend}-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
     results = config.getoption("results") or str(Path("results") / backend / f"{run_id}.jsonl")
+    if Path(results).exists() and Path(results).stat().st_size:
+        raise pytest.UsageError(f"{results} already holds a run; a results file is never appended to by a second "
+                                f"run: give a new file, or continue that run with --resume {results}")
     config.stash[RUN_KEY] = {
         "run_id": run_id,
         "backend": backend,
         "started_at": started.isoformat(timespec="seconds"),
         "results": str(Path(results).resolve()),
         "opsuite": {"version": opsuite.__version__, "commit": _git_commit()},
-        "options": {"profile": chosen.name, "samples": chosen.samples,
-                    "dtypes": list(chosen.dtypes) if chosen.dtypes else None,
-                    "directions": list(chosen.directions) if chosen.directions else None,
-                    "ops": _csv(",".join(config.getoption("op") or ())),
+        "options": {"profile": chosen.name, **_selection(config, chosen),
                     "case_timeout_s": config.getoption("case_timeout"),
                     "workers": config.getoption("numprocesses", None)},
     }
@@ -145,6 +168,32 @@ def _profile(config: pytest.Config) -> profiles.Profile:
     base = profiles.get(name) if name else profiles.Profile(None, (), None, None, str(DEFAULT_SAMPLES))
     return base.overridden(None, _csv(config.getoption("dtypes")), _csv(config.getoption("directions")),
                            config.getoption("samples"))
+
+
+def _selection(config: pytest.Config, chosen: profiles.Profile) -> dict[str, Any]:
+    """The options that select a run's cases and samples, as its header records them."""
+    return {"samples": chosen.samples, "dtypes": list(chosen.dtypes) if chosen.dtypes else None,
+            "directions": list(chosen.directions) if chosen.directions else None,
+            "ops": _csv(",".join(config.getoption("op") or ())), "keyword": config.getoption("keyword") or None}
+
+
+def _resumed_run(config: pytest.Config, path: Path, selection: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a run to continue, from its results file; refuses a selection other than its own."""
+    try:
+        run = load_for_resume(path)
+    except ResultsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    header, options = run.header, run.header["options"]
+    given = {"backend": config.getoption("backend") or header["backend"], **selection}
+    recorded = {"backend": header["backend"], **{name: options.get(name) for name in selection}}
+    for name, value in given.items():
+        if value != recorded[name]:
+            raise pytest.UsageError(f"--resume {path}: the run was started with {name} {recorded[name]!r}, not "
+                                    f"{value!r}; a resumed run keeps its own selection")
+    config.stash[_FINISHED_KEY] = set(run.lines)
+    return {"run_id": header["run_id"], "backend": header["backend"], "started_at": header["started_at"],
+            "results": str(path.resolve()), "opsuite": header["opsuite"],
+            "options": {**options, "case_timeout_s": config.getoption("case_timeout")}}
 
 
 def _configure_baseline(config: pytest.Config, backend: str) -> None:
@@ -186,6 +235,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 def pytest_configure_node(node: Any) -> None:
     """xdist: hand the run's identity to every worker."""
     node.workerinput["opsuite_run"] = node.config.stash[RUN_KEY]
+    node.workerinput["opsuite_finished"] = sorted(node.config.stash.get(_FINISHED_KEY, ()))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
@@ -301,7 +351,10 @@ class CaseSession:
             record = self.runner.run(case_id)
         except WorkerStartError as exc:
             pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
-        self.writer.append(record, self.run["run_id"])
+        try:
+            self.writer.append(record, self.run["run_id"])
+        except ResultsError as exc:  # a full disk: stop; every case finished before is whole in the file
+            pytest.exit(str(exc), returncode=RESULTS_FAILED_EXIT)
         if record.status is Status.PASS:
             return record
         reason = notes.short(record.to_json())
@@ -347,6 +400,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                           **session.config.stash.get(_FACTS_KEY, {})}
 
 
+def _case_id(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("case_id") if callspec else None
+
+
 def _select_ops(config: pytest.Config, items: list[pytest.Item]) -> None:
     """--op: keep the cases of the subjects named (resolved as `opsuite lookup` does); refuse a name
     that names none, with the closest real ones."""
@@ -372,12 +430,17 @@ def _select_ops(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _select_ops(config, items)
+    finished = config.stash.get(_FINISHED_KEY, set())
+    if finished:  # --resume: what the run finished is recorded already
+        done = [item for item in items if _case_id(item) in finished]
+        config.hook.pytest_deselected(items=done)
+        items[:] = [item for item in items if _case_id(item) not in finished]
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is None:
         return
     # Expected failures: a case that did not pass in the baseline (or is new) may fail; passing is XPASS.
     for item in items:
-        case_id = getattr(item, "callspec", None) and item.callspec.params.get("case_id")
+        case_id = _case_id(item)
         if case_id and not regression.expected_to_pass(snap, case_id):
             item.add_marker(pytest.mark.xfail(reason=regression.xfail_reason(snap, case_id), strict=False))
 
@@ -432,7 +495,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     try:
-        published = publish.publish([path], snap.path.parent.parent, replace=True)
+        published = publish.publish([path], check_writable(snap.path.parent.parent), replace=True)
     except MatrixError as exc:
         message = f"opsuite: --update-baseline did not publish: {exc}"
         session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED

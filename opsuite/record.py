@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from opsuite import vocabulary
+
 
 class Status(str, enum.Enum):
-    """How a case ended, from best to worst in `SEVERITY` order."""
+    """How a case ended (the words of `vocabulary.STATUSES`); `SEVERITY` orders them worst first."""
 
     PASS = "pass"                    # ran on the device, numerics within the verdict's bounds
     FALLBACK = "fallback"            # ran and matched, but named aten ops ran on the host
@@ -30,11 +33,10 @@ class Status(str, enum.Enum):
 
 
 # Worst first: when several things went wrong in one case, the record keeps the worst.
-SEVERITY = [Status.CRASH, Status.TIMEOUT, Status.COMPILE_ERROR, Status.RUNTIME_ERROR,
-            Status.MISMATCH, Status.FALLBACK, Status.PASS, Status.SKIP]
+SEVERITY = [Status(s) for s in vocabulary.SEVERITY]
 
 # Statuses in which the case produced a device result that can be trusted as a port target.
-WORKING = {Status.PASS}
+WORKING = {Status(s) for s in vocabulary.WORKING}
 
 
 class Stage(str, enum.Enum):
@@ -97,13 +99,11 @@ class Numerics:
     note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["verdict"] = self.verdict.value
-        return out
+        return _plain(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Numerics":
-        return cls(**{**data, "verdict": Verdict(data["verdict"])})
+        return cls(**{**_known_fields(cls, data), "verdict": Verdict(data["verdict"])})
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Failure:
     code: str | None = None           # the compiler's own error code, e.g. NCC_EVRF001
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _plain(self)
 
 
 @dataclass
@@ -143,23 +143,48 @@ class CaseRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written as one results line (without the `kind` tag)."""
-        out = dataclasses.asdict(self)
-        out["status"] = self.status.value
-        out["stage"] = self.stage.value
-        out["numerics"] = self.numerics.to_json() if self.numerics else None
-        out["failure"] = self.failure.to_json() if self.failure else None
-        return out
+        return _plain(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CaseRecord":
-        """Inverse of `to_json`; unknown keys (such as `kind`) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
+        """Inverse of `to_json`; unknown keys (such as `kind`, or a newer minor schema's fields) are ignored."""
+        kwargs = _known_fields(cls, data)
         kwargs["status"] = Status(data["status"])
         kwargs["stage"] = Stage(data["stage"])
         kwargs["numerics"] = Numerics.from_json(data["numerics"]) if data.get("numerics") else None
-        kwargs["failure"] = Failure(**data["failure"]) if data.get("failure") else None
+        kwargs["failure"] = Failure(**_known_fields(Failure, data["failure"])) if data.get("failure") else None
         return cls(**kwargs)
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """A dataclass as JSON-ready data: like `dataclasses.asdict` with enums as their values, without its
+    deep copies of every leaf (a large publish converts a hundred thousand records)."""
+    if type(value) in _ATOMS:
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):  # atoms inline: no call per op name of a long list
+        return [item if type(item) in _ATOMS else _plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: item if type(item) in _ATOMS else _plain(item) for key, item in value.items()}
+    if dataclasses.is_dataclass(value):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    return value
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The items of `data` that are fields of the dataclass `cls`: a newer writer's extra keys are ignored."""
+    names = _field_names(cls)
+    return {k: v for k, v in data.items() if k in names}
+
+
+@functools.cache
+def _field_names(cls: type) -> dict[str, None]:
+    """The field names of a dataclass, in order (a dict: ordered, and quick to test membership)."""
+    return dict.fromkeys(f.name for f in dataclasses.fields(cls))
 
 
 def worst(statuses: list[Status]) -> Status:

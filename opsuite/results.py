@@ -1,48 +1,49 @@
 """The results store: one JSON Lines file per run, a header line then one line per finished case.
 
-Lines are appended with a single `write` on an O_APPEND descriptor under an exclusive lock, so parallel
-pytest-xdist workers can share one file and a killed run loses nothing it had finished. The format is
-versioned (`SCHEMA_VERSION`) and validated on load against `schemas/results-v<N>.json`.
+Lines are appended whole, each with one `write` on an O_APPEND descriptor under an exclusive lock, so
+parallel pytest-xdist workers can share one file and a killed run loses nothing it had finished; a write
+that fails part-way (a full disk) is cut back off, so the file never holds a torn line of ours. A file
+belongs to one run: a second run never appends to it (`opsuite run --resume` continues the same run).
+
+The format is versioned (`SCHEMA_VERSION` is the major version, `SCHEMA_MINOR` the minor one; see
+docs/results-schema.md) and validated on load against `schemas/results-v<N>.json`. The reader forgives
+what can be forgiven and says so in `Run.warnings`: a torn last line (a killed writer) is dropped, a newer
+minor version's extra fields are ignored. Everything else is refused with the file, the line and why.
 """
 
 from __future__ import annotations
 
 import fcntl
 import functools
+import gzip
 import json
 import os
+import sys
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
-
-import jsonschema
+from typing import Any, BinaryIO, Callable
 
 from opsuite.record import CaseRecord
+from opsuite.schema_check import Validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # major: a reader refuses a file of a newer major version
+SCHEMA_MINOR = 1    # minor: only adds optional fields, which older readers of the same major version ignore
+GZIP_MAGIC = b"\x1f\x8b"
+_OP_LISTS = ("fallback_ops", "host_syncs", "aten_ops")
 
 
 class ResultsError(Exception):
-    """A results file that cannot be read: the message says which file, which line and why."""
+    """A results file that cannot be read or written: the message says which file, which line and why."""
 
 
 @functools.cache
-def _validators() -> tuple[jsonschema.protocols.Validator, jsonschema.protocols.Validator]:
+def _validators() -> tuple[Validator, Validator]:
     text = resources.files("opsuite").joinpath(f"schemas/results-v{SCHEMA_VERSION}.json").read_text()
     schema = json.loads(text)
-    header = {**schema["$defs"]["header"], "$defs": schema["$defs"]}
-    case = {**schema["$defs"]["case"], "$defs": schema["$defs"]}
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(header), cls(case)
-
-
-def _error_text(validator: jsonschema.protocols.Validator, obj: Any) -> str | None:
-    error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-    return f"{where}: {error.message}"
+    header, case = ({**schema["$defs"][part], "$defs": schema["$defs"]} for part in ("header", "case"))
+    return Validator(header), Validator(case)
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Run:
     header: dict[str, Any]
     records: list[CaseRecord] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)  # case id -> line number, for tracing cells
+    warnings: list[str] = field(default_factory=list)    # what the reader forgave, one line each
+    torn_at: int | None = None  # byte offset of a dropped torn last line
 
     @property
     def backend(self) -> str:
@@ -60,67 +63,204 @@ class Run:
 
 
 class ResultsWriter:
-    """Appends case records to one results file; the first writer to append also writes the header."""
+    """Appends case records to one run's results file; the first writer to append also writes the header.
+
+    Every pytest process of a run has its own writer on the same file. A writer refuses a file that holds
+    another run (`run_id`), so a second run never appends under the first one's header.
+    """
 
     def __init__(self, path: Path, header_factory: Callable[[], dict[str, Any]]):
         self.path = Path(path)
         self._header_factory = header_factory
+        self._checked = False  # whether this writer has seen that the file is its run's
 
     def append(self, record: CaseRecord, run_id: str) -> None:
-        """Write one case line at once (and the run header first, if the file is still empty)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Write one case line whole (and the run header first, if the file is still empty).
+
+        Raises ResultsError (one line) when the file holds another run or cannot be written (a full disk);
+        the file then holds exactly the lines written before.
+        """
         line = json.dumps({"kind": "case", "run_id": run_id, **record.to_json()}, allow_nan=False,
                           default=str) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ResultsError(f"{self.path}: cannot write results: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_size == 0:
-                header = {"kind": "header", "schema_version": SCHEMA_VERSION, **self._header_factory()}
-                os.write(fd, (json.dumps(header, default=str) + "\n").encode())
-            os.write(fd, line.encode())
+            data = line.encode()
+            size = os.fstat(fd).st_size
+            if size == 0:
+                header = {"kind": "header", "schema_version": SCHEMA_VERSION, "schema_minor": SCHEMA_MINOR,
+                          **self._header_factory()}
+                data = (json.dumps(header, allow_nan=False, default=str) + "\n").encode() + data
+            elif not self._checked:
+                self._check_run(fd, run_id)
+            self._checked = True
+            _write_whole(fd, data, size, self.path)
         finally:
             os.close(fd)  # closing releases the lock
 
+    def _check_run(self, fd: int, run_id: str) -> None:
+        first = os.pread(fd, 65536, 0).split(b"\n", 1)[0]
+        try:
+            found = json.loads(first).get("run_id")
+        except (ValueError, AttributeError):
+            found = None
+        if found != run_id:
+            raise ResultsError(f"{self.path}: holds run {found!r}, not this run {run_id!r}; a results file is "
+                               f"never appended to by a second run (give a new file, or --resume it)")
 
-def load(path: str | Path) -> Run:
-    """Read and validate a results file; raises ResultsError with the file, line and reason."""
-    path = Path(path)
-    header_validator, case_validator = _validators()
+
+def _write_whole(fd: int, data: bytes, size: int, path: Path) -> None:
+    """Write `data` at the end of a file of `size` bytes, all or nothing (a partial write is cut off)."""
+    done = 0
     try:
-        text = path.read_text()
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    except OSError as exc:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+        raise ResultsError(f"{path}: cannot write results: {exc.strerror}; the cases recorded before "
+                           f"are kept") from None
+
+
+class _NonFinite(ValueError):
+    """NaN or an infinity in a line (Python's json reads them; JSON has no such numbers)."""
+
+
+class _Torn(Exception):
+    """The last line of a file, without its newline and not parseable: a write that was cut short."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # one for every line: making one costs
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes, read as they are or through gzip (told by its first two bytes)."""
+    try:
+        handle = open(path, "rb")
+        if handle.read(2) == GZIP_MAGIC:
+            handle.seek(0)
+            return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+        handle.seek(0)
+        return handle
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read results file: {exc.strerror}") from None
-    run: Run | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ResultsError(f"{path}:{number}: not valid JSON ({exc.msg}); the file is corrupt") from None
-        if not isinstance(obj, dict):
-            raise ResultsError(f"{path}:{number}: expected a JSON object")
-        if run is None:
-            if obj.get("kind") != "header":
-                raise ResultsError(f"{path}:{number}: the first line must be the run header (kind=header)")
-            version = obj.get("schema_version")
-            if version != SCHEMA_VERSION:
-                raise ResultsError(f"{path}: schema version {version!r} is not supported "
-                                   f"(this opsuite reads version {SCHEMA_VERSION})")
-            problem = _error_text(header_validator, obj)
-            if problem:
-                raise ResultsError(f"{path}:{number}: bad header: {problem}")
-            run = Run(path=path, header=obj)
-            continue
-        problem = _error_text(case_validator, obj)
-        if problem:
-            raise ResultsError(f"{path}:{number}: bad case record: {problem}")
-        if obj["run_id"] != run.header["run_id"]:
-            raise ResultsError(f"{path}:{number}: case belongs to run {obj['run_id']!r}, "
-                               f"not to this file's run {run.header['run_id']!r}")
-        record = CaseRecord.from_json(obj)
-        run.records.append(record)
-        run.lines[record.case_id] = number
+
+
+def _check_header(path: Path, number: int, obj: dict[str, Any], warnings: list[str]) -> None:
+    if obj.get("kind") != "header":
+        raise ResultsError(f"{path}:{number}: the first line must be the run header (kind=header)")
+    version, minor = obj.get("schema_version"), obj.get("schema_minor", 0)
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise ResultsError(f"{path}: written with results schema version {version} by a newer opsuite; this "
+                           f"opsuite reads version {SCHEMA_VERSION} (upgrade opsuite to read it)")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema version {version!r} is not supported "
+                           f"(this opsuite reads version {SCHEMA_VERSION})")
+    problem = _validators()[0].problem(obj)
+    if problem:
+        raise ResultsError(f"{path}:{number}: bad header: {problem}")
+    if minor > SCHEMA_MINOR:
+        warnings.append(f"{path}: written with results schema {version}.{minor}, newer than the "
+                        f"{SCHEMA_VERSION}.{SCHEMA_MINOR} this opsuite knows: fields it does not know are ignored")
+
+
+def _read_line(path: Path, number: int, chunk: bytes, run: Run | None, warnings: list[str],
+               case_validator: Validator) -> Run | None:
+    """Take line `number` into the run (made from the header line); returns the run.
+
+    Raises _Torn for a last line without its newline (a writer killed mid-line) that does not parse.
+    """
+    if not chunk.strip():
+        return run
+    try:
+        obj = _DECODER.decode(chunk.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not chunk.endswith(b"\n"):  # the last line, cut short
+            raise _Torn from None
+        if isinstance(exc, UnicodeDecodeError):
+            raise ResultsError(f"{path}:{number}: not UTF-8 text (byte 0x{chunk[exc.start]:02x} at column "
+                               f"{exc.start + 1}); the file is corrupt") from None
+        raise ResultsError(f"{path}:{number}: not valid JSON ({exc.msg}); the file is corrupt") from None
+    except _NonFinite as exc:
+        raise ResultsError(f"{path}:{number}: {exc} is not a number a results file may hold "
+                           f"(finite numbers or null)") from None
+    if not isinstance(obj, dict):
+        raise ResultsError(f"{path}:{number}: expected a JSON object")
     if run is None:
-        raise ResultsError(f"{path}: empty results file (no header)")
+        _check_header(path, number, obj, warnings)
+        return Run(path=path, header=obj, warnings=warnings)
+    problem = case_validator.problem(obj)
+    if problem:
+        raise ResultsError(f"{path}:{number}: bad case record: {problem}")
+    if obj["run_id"] != run.header["run_id"]:
+        raise ResultsError(f"{path}:{number}: case belongs to run {obj['run_id']!r}, "
+                           f"not to this file's run {run.header['run_id']!r}")
+    if obj["backend"] != run.backend:
+        raise ResultsError(f"{path}:{number}: a case of backend {obj['backend']!r} under a header of "
+                           f"backend {run.backend!r}")
+    case_id = obj["case_id"]
+    if case_id in run.lines:
+        raise ResultsError(f"{path}:{number}: case {case_id} is recorded twice (first at line "
+                           f"{run.lines[case_id]})")
+    for name in _OP_LISTS:  # the same few thousand op names recur in every line: keep one copy of each
+        obj[name] = [sys.intern(op) for op in obj.get(name, ())]
+    run.records.append(CaseRecord.from_json(obj))
+    run.lines[case_id] = number
+    return run
+
+
+def load(path: str | Path) -> Run:
+    """Read and validate a results file, plain or gzip; raises ResultsError with the file, line and reason.
+
+    A torn last line is dropped with a warning in `Run.warnings` (the cases before it load).
+    """
+    path = Path(path)
+    case_validator = _validators()[1]
+    warnings: list[str] = []
+    run: Run | None = None
+    offset = 0  # of the line being read
+    with _open(path) as handle:
+        try:
+            for number, chunk in enumerate(handle, start=1):
+                try:
+                    run = _read_line(path, number, chunk, run, warnings, case_validator)
+                except _Torn:
+                    warnings.append(f"{path}:{number}: torn last line dropped (an interrupted write); "
+                                    f"{len(run.records) if run else 0} finished cases before it are loaded")
+                    if run is not None:
+                        run.torn_at = offset
+                offset += len(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise ResultsError(f"{path}: a damaged gzip file ({exc})") from None
+        except OSError as exc:
+            raise ResultsError(f"{path}: cannot read results file: {exc.strerror}") from None
+    if run is None:
+        raise ResultsError(f"{path}: empty results file (no complete header)")
+    return run
+
+
+def load_for_resume(path: str | Path) -> Run:
+    """The run of a results file to continue: loaded, with a torn last line cut off the file so that new
+    lines follow whole ones. Raises ResultsError for a compressed (published) file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(2) == GZIP_MAGIC:
+                raise ResultsError(f"{path}: a compressed results file cannot be resumed; resume the .jsonl "
+                                   f"file the run wrote")
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read results file: {exc.strerror}") from None
+    run = load(path)
+    if run.torn_at is not None:
+        os.truncate(path, run.torn_at)
     return run

@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Iterable
 
 from tabulate import tabulate
 
+from opsuite import vocabulary
 from opsuite.matrix import notes, render_md
-from opsuite.record import SEVERITY, CaseRecord, Status
+from opsuite.record import CaseRecord, Status
 
 if TYPE_CHECKING:
     from opsuite.results import Run
 
 # Columns in reading order: best first.
-STATUS_COLUMNS = [Status.PASS, Status.FALLBACK, Status.MISMATCH, Status.COMPILE_ERROR, Status.RUNTIME_ERROR,
-                  Status.CRASH, Status.TIMEOUT, Status.SKIP]
-assert set(STATUS_COLUMNS) == set(SEVERITY)
+STATUS_COLUMNS = [Status(s) for s in vocabulary.STATUSES]
 
 
 def status_counts(records: Iterable[CaseRecord]) -> Counter[Status]:
@@ -29,7 +28,7 @@ def status_table(records: list[CaseRecord], tablefmt: str = "github") -> str:
     """Counts per status, one row per dtype x direction and a total row."""
     groups: dict[tuple[str, str], list[CaseRecord]] = {}
     for record in records:
-        _, _, dtype, direction = record.case_id.split("/")
+        _, _, dtype, direction = vocabulary.parse_case_id(record.case_id)
         groups.setdefault((direction, dtype), []).append(record)
     headers = ["direction", "dtype", *(s.value for s in STATUS_COLUMNS), "total"]
     rows = []

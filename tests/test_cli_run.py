@@ -68,12 +68,17 @@ def test_summary_validates_results_files(tmp_path):
                     cwd=tmp_path).returncode == 0
     done = _opsuite("summary", str(good), cwd=tmp_path)
     assert done.returncode == 0 and "| all" in done.stdout
+    header, case = good.read_text().splitlines()
     corrupt = tmp_path / "c.jsonl"
-    corrupt.write_text(good.read_text()[:-20])
+    corrupt.write_text(f"{header}\n{case[:-20]}\n{case}\n")  # a broken line that is not the last one
     bad = _opsuite("summary", str(corrupt), cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]  # one line
     assert f"{corrupt}:2: not valid JSON" in bad.stderr
+    torn = tmp_path / "t.jsonl"  # the same cut at the end of the file is a killed writer's torn line
+    torn.write_text(f"{header}\n{case[:-20]}")
+    forgiven = _opsuite("summary", str(torn), cwd=tmp_path)
+    assert forgiven.returncode == 0 and f"{torn}:2: torn last line dropped" in forgiven.stderr
 
 
 def test_pytest_xdist_workers_share_one_results_file(tmp_path):
@@ -142,7 +147,7 @@ def test_repro_prints_the_record(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--samples", "0", "--backend", "cpu"], "--samples"),
-    (["run", "--kinds", "nope", "--backend", "cpu"], "no case kind"),
+    (["run", "--kinds", "nope", "--backend", "cpu"], "unknown case kind 'nope'; known: ops, blocks, models"),
 ])
 def test_bad_options(tmp_path, args, message):
     done = _opsuite(*args, cwd=tmp_path)

@@ -55,3 +55,18 @@ def test_crashing_case_is_recorded_and_the_run_goes_on(tmp_path):
         assert after.status is Status.PASS
         assert after.compiles and after.compiles > 0
         assert runner.starts == 2
+
+
+def test_a_restarted_worker_rebuilds_its_catalog_outside_the_next_case_budget(tmp_path):
+    # The pytest plugin's runner knows no kinds when it starts: the catalog comes from the first case's kind.
+    with IsolatedRunner(WorkerConfig("cpu", 2), case_timeout_s=300, log_dir=tmp_path) as runner:
+        assert runner.run("ops/add/float32/forward").status is Status.PASS
+        # The worker dies (as in a crash); building the ops catalog again takes seconds, the next cases
+        # far less: with a short budget, they must still run, not time out in stage prepare.
+        runner._proc.kill()
+        runner._proc.join()
+        runner.case_timeout_s = 2.0
+        records = [runner.run(case_id) for case_id in ("ops/add/float32/forward", "ops/sub/float32/forward")]
+        assert [(r.status, r.stage) for r in records] == [(Status.PASS, Stage.DONE)] * 2, \
+            [r.failure for r in records]
+        assert runner.starts == 2

@@ -94,7 +94,8 @@ def test_results_of_two_stacks_or_backends_are_refused(tmp_path, results):
     assert "different stacks" in message and "stack.torch" in message and "'9.9.9'" in message
 
     lines = [json.loads(raw) for raw in results.read_text().splitlines()]
-    lines[0]["backend"] = "xla"
+    for obj in lines:  # a whole run of another backend (header and case lines)
+        obj["backend"] = "xla"
     xla = tmp_path / "xla.jsonl"
     xla.write_text("".join(json.dumps(obj) + "\n" for obj in lines))
     message = _one_line_error(opsuite("publish", str(results), str(xla), "--matrix", str(matrix), cwd=tmp_path))
@@ -108,12 +109,13 @@ def test_bad_results_files_are_refused_and_destroy_nothing(tmp_path, results):
     before = tree(matrix)
     text = results.read_text()
     corrupt = tmp_path / "corrupt.jsonl"
-    corrupt.write_text(text[:-30])
+    head, second, rest = text.split("\n", 2)
+    corrupt.write_text(f"{head}\n{second[:-30]}\n{rest}")  # a broken line that is not the last (torn) one
     message = _one_line_error(opsuite("publish", str(corrupt), "--matrix", str(matrix), "--replace", cwd=tmp_path))
     assert f"{corrupt}:" in message and "not valid JSON" in message
     future = tmp_path / "future.jsonl"
     future.write_text(text.replace('"schema_version": 1', '"schema_version": 7', 1))
-    assert "schema version 7 is not supported" in _one_line_error(
+    assert "schema version 7 by a newer opsuite" in _one_line_error(
         opsuite("publish", str(future), "--matrix", str(matrix), cwd=tmp_path))
     missing = _one_line_error(opsuite("publish", str(tmp_path / "nope.jsonl"), "--matrix", str(matrix), cwd=tmp_path))
     assert "cannot read results file" in missing

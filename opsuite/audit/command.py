@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from opsuite.matrix import DEFAULT_MATRIX
+from opsuite.matrix import MATRIX_ENV, find_matrix
 
 FORMATS = ("text", "markdown", "json")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="judge against this backend's newest snapshot; repeatable")
     parser.add_argument("--stack", action="append", default=[], metavar="BACKEND/KEY",
                         help="judge against this snapshot (an id, or the start of one); repeatable, side by side")
-    parser.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX, help=f"the matrix (default {DEFAULT_MATRIX})")
+    parser.add_argument("--matrix", type=Path, default=None,
+                        help=f"the matrix (default: ${MATRIX_ENV}, else the matrix/ of the current checkout)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="report format (default text)")
     parser.add_argument("--fail-on", default="", metavar="VERDICTS",
                         help="exit 1 when any op has one of these verdicts: fallback, mismatch, compile_error, "
@@ -92,7 +93,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     try:
         fail_on = _check(args)
-        stacks = join.open_stacks(args.matrix, args.stack, args.backend)  # a bad stack fails before tracing
+        stacks = join.open_stacks(find_matrix(args.matrix), args.stack, args.backend)  # a bad stack fails before tracing
         backend = device.open_backend(args, args.backend[0]) if args.run else None
         traced = _trace(args)
         result = report.build(traced, stacks)

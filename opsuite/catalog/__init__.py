@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
+from opsuite import vocabulary
+
 # The dtypes opsuite knows, by the name used in case ids.
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -21,7 +23,8 @@ DTYPES: dict[str, torch.dtype] = {
     "int64": torch.int64,
     "bool": torch.bool,
 }
-DIRECTIONS = ("forward", "backward", "train")
+DIRECTIONS = vocabulary.DIRECTIONS
+assert tuple(DTYPES) == vocabulary.DTYPES
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -52,9 +55,9 @@ class Case:
     @classmethod
     def parse(cls, case_id: str) -> "Case":
         """Inverse of `id`; raises ValueError for a malformed id."""
-        parts = case_id.split("/")
-        if len(parts) != 4 or parts[2] not in DTYPES or parts[3] not in DIRECTIONS:
-            raise ValueError(f"not a case id: {case_id!r} (expected <kind>/<name>/<dtype>/<direction>)")
+        parts = vocabulary.parse_case_id(case_id)
+        if parts.dtype not in DTYPES:
+            raise ValueError(f"not a case id: {case_id!r}: unknown dtype {parts.dtype!r}")
         return cls(*parts)
 
 

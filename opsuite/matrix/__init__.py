@@ -12,15 +12,55 @@ Layout on disk (see docs/matrix.md):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-# The repository's matrix, next to `cases/`.
-DEFAULT_MATRIX = Path(__file__).resolve().parent.parent.parent / "matrix"
+from opsuite import vocabulary
 
-# Display order of the case-id parts. The catalog defines the same names but imports torch.
-DTYPE_ORDER = ("float32", "bfloat16", "float16", "int32", "int64", "bool")
-DIRECTION_ORDER = ("forward", "backward", "train")
+# The matrix of the checkout this package is in, next to `cases/`: the readers' default when no other is
+# found, never written unless it is also the one found from the working directory (see `find_matrix`).
+DEFAULT_MATRIX = Path(__file__).resolve().parent.parent.parent / "matrix"
+MATRIX_ENV = "OPSUITE_MATRIX"
+
+# Display order of the case-id parts.
+DTYPE_ORDER = vocabulary.DTYPES
+DIRECTION_ORDER = vocabulary.DIRECTIONS
 
 
 class MatrixError(Exception):
     """Bad input to a matrix command: printed as one clear line with a non-zero exit."""
+
+
+def find_matrix(given: Path | None = None, write: bool = False) -> Path:
+    """Where the matrix is: `given` (--matrix), else $OPSUITE_MATRIX, else the `matrix/` (holding an
+    index.json) of the working directory or its nearest parent that has one, i.e. the current checkout's.
+
+    Only readers fall back to DEFAULT_MATRIX when none is found: a publish from elsewhere must name its
+    matrix, so that an installed or other copy of opsuite never writes into the tree it was loaded from.
+    """
+    if given is not None:
+        return Path(given)
+    if os.environ.get(MATRIX_ENV):
+        return Path(os.environ[MATRIX_ENV])
+    cwd = Path.cwd()
+    for directory in (cwd, *cwd.parents):
+        if (directory / "matrix" / "index.json").is_file():
+            return directory / "matrix"
+    if write:
+        raise MatrixError(f"no matrix/ (with an index.json) in {cwd} or above it; run from an opsuite checkout, "
+                          f"or name one with --matrix DIR or {MATRIX_ENV}=DIR")
+    return DEFAULT_MATRIX
+
+
+def check_writable(matrix: Path) -> Path:
+    """`matrix`, unless it is DEFAULT_MATRIX reached from outside its checkout (a baseline resolved by the
+    readers' fallback): that matrix is read-only to every other working directory."""
+    if matrix.resolve() == DEFAULT_MATRIX.resolve():
+        try:
+            found = find_matrix(write=True).resolve()
+        except MatrixError:
+            found = None
+        if found != DEFAULT_MATRIX.resolve():
+            raise MatrixError(f"{matrix} is the matrix of the checkout opsuite was loaded from, and read-only from "
+                              f"{Path.cwd()}; publish from that checkout, or with --matrix DIR or {MATRIX_ENV}=DIR")
+    return matrix

@@ -14,14 +14,15 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from opsuite.matrix import DEFAULT_MATRIX
+from opsuite.matrix import MATRIX_ENV, find_matrix
 
 EXIT_UNKNOWN_NAME = 1
 
 
 def _add_matrix(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX,
-                        help=f"the matrix directory (default: {DEFAULT_MATRIX})")
+    parser.add_argument("--matrix", type=Path, default=None,
+                        help=f"the matrix directory (default: ${MATRIX_ENV}, else the matrix/ of the current "
+                             f"checkout, found from the working directory)")
 
 
 def _add_publish(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +36,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     """Publish results files as a snapshot; regenerate the matrix's README.md, index.json and index.html."""
     from opsuite.matrix import publish
 
-    snap = publish.publish(args.results, args.matrix, replace=args.replace)
+    snap = publish.publish(args.results, find_matrix(args.matrix, write=True), replace=args.replace)
     summary = snap.data["summary"]
     print(f"published {snap.id}: {summary['cases']} cases, {summary['pass_pct']} % pass\n  {snap.path}")
     return 0
@@ -45,8 +46,9 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     """Rewrite every page and the lookup index from the snapshots' JSON (after an opsuite upgrade)."""
     from opsuite.matrix import publish
 
-    snapshots = publish.reindex(args.matrix)
-    print(f"reindexed {len(snapshots)} snapshots in {args.matrix}")
+    matrix = find_matrix(args.matrix, write=True)
+    snapshots = publish.reindex(matrix)
+    print(f"reindexed {len(snapshots)} snapshots in {matrix}")
     return 0
 
 
@@ -62,7 +64,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     """Regressed, improved, changed, added and removed cases from A to B. Exit 1 when any regressed."""
     from opsuite.matrix import diff
 
-    result = diff.diff(*(diff.side(ref, args.matrix) for ref in (args.a, args.b)))
+    matrix = find_matrix(args.matrix)
+    result = diff.diff(*(diff.side(ref, matrix) for ref in (args.a, args.b)))
     print(json.dumps(result, indent=1) if args.json else diff.text(result))
     return diff.exit_code(result)
 
@@ -118,9 +121,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     """Per cell, across a backend's snapshots in version order: since when it works, where it stopped."""
     from opsuite.matrix import MatrixError, history, index
 
-    data = index.load(args.matrix)
+    matrix = find_matrix(args.matrix)
+    data = index.load(matrix)
     if args.backend and args.backend not in {s["backend"] for s in data["snapshots"]}:
-        raise MatrixError(f"no snapshot of backend {args.backend!r} in {args.matrix}")
+        raise MatrixError(f"no snapshot of backend {args.backend!r} in {matrix}")
     matches = _resolve(args.name, data)
     if matches is None:
         return EXIT_UNKNOWN_NAME
@@ -139,7 +143,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     """Every backend and stack's cells of an op, aten overload or block, with notes. Exit 1 when unknown."""
     from opsuite.matrix import index, lookup
 
-    data = index.load(args.matrix)
+    data = index.load(find_matrix(args.matrix))
     matches = _resolve(args.name, data)
     if matches is None:
         return EXIT_UNKNOWN_NAME

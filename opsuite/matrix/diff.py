@@ -14,10 +14,9 @@ from typing import Any
 from tabulate import tabulate
 
 from opsuite.matrix import MatrixError, notes, snapshot
+from opsuite.vocabulary import NOT_APPLICABLE, WORKING
 
 CLASSES = ("regressed", "improved", "changed", "added", "removed")
-WORKING = "pass"
-NOT_APPLICABLE = "skip"
 EXIT_OK, EXIT_REGRESSED = 0, 1
 
 
@@ -30,9 +29,9 @@ def change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None
     before, after = old["status"], new["status"]
     if NOT_APPLICABLE in (before, after):
         return None if before == after else "changed"
-    if before == WORKING:
-        return None if after == WORKING else "regressed"
-    if after == WORKING:
+    if before in WORKING:
+        return None if after in WORKING else "regressed"
+    if after in WORKING:
         return "improved"
     return None if notes.error_class(old) == notes.error_class(new) else "changed"
 

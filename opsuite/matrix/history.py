@@ -12,8 +12,8 @@ from typing import Any
 from tabulate import tabulate
 
 from opsuite.matrix import lookup, stack
+from opsuite.vocabulary import NOT_APPLICABLE, WORKING
 
-WORKING = "pass"
 HOST_FALLBACK = "fallback"
 # A fallback ran and matched, with named aten ops on the host: it works, but not all on the device.
 FALLBACK_WORDS = "works, with host fallback"
@@ -21,12 +21,12 @@ FALLBACK_WORDS = "works, with host fallback"
 
 def timeline_facts(timeline: list[tuple[str, str | None]]) -> dict[str, Any]:
     """From (snapshot id, status or None) oldest first: works since, and every snapshot where it stopped."""
-    seen = [(label, status) for label, status in timeline if status not in (None, "skip")]
+    seen = [(label, status) for label, status in timeline if status not in (None, NOT_APPLICABLE)]
     stopped = [label for (_, before), (label, after) in zip(seen, seen[1:])
-               if before == WORKING and after != WORKING]
+               if before in WORKING and after not in WORKING]
     since = None
     for label, status in reversed(seen):
-        if status != WORKING:
+        if status not in WORKING:
             break
         since = label
     return {"works_since": since, "stopped_in": stopped}
@@ -35,12 +35,12 @@ def timeline_facts(timeline: list[tuple[str, str | None]]) -> dict[str, Any]:
 def fallback_since(timeline: list[tuple[str, str | None]]) -> str | None:
     """When the newest status is a host fallback: the oldest snapshot of the unbroken run of passes and
     fallbacks up to it (it has worked, with or without the host, since then); otherwise None."""
-    seen = [(label, status) for label, status in timeline if status not in (None, "skip")]
+    seen = [(label, status) for label, status in timeline if status not in (None, NOT_APPLICABLE)]
     if not seen or seen[-1][1] != HOST_FALLBACK:
         return None
     since = None
     for label, status in reversed(seen):
-        if status not in (WORKING, HOST_FALLBACK):
+        if status not in WORKING | {HOST_FALLBACK}:
             break
         since = label
     return since

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from opsuite.vocabulary import NOT_APPLICABLE
+
 SHORT_MESSAGE = 100  # characters of an error message kept in a table cell
 
 
@@ -57,7 +59,7 @@ def short(cell: dict[str, Any]) -> str:
         parts.append("host: " + ", ".join(cell["fallback_ops"]))
     if cell.get("failure"):
         parts.append(f"{cell['stage']}: " + failure_text(cell, SHORT_MESSAGE))
-    elif cell["status"] == "skip":
+    elif cell["status"] == NOT_APPLICABLE:
         parts.append(str((cell.get("extra") or {}).get("skip_reason", "not applicable")))
     else:
         parts.append(measured(cell))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections import defaultdict
 from importlib import resources
 from typing import Any
@@ -20,25 +19,17 @@ from opsuite.matrix import history, index, notes, stack
 from opsuite.matrix.lookup import column_order
 from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
+from opsuite.vocabulary import STATUS_COLORS, is_name
 
-STATUS_COLORS = {
-    "pass": "#2e7d32", "fallback": "#c0a000", "mismatch": "#ef6c00", "compile_error": "#c62828",
-    "runtime_error": "#8e0000", "crash": "#6a1b9a", "timeout": "#546e7a", "skip": "#bdbdbd",
-}
 BAR_WIDTH = 480  # px of a full (100 %) bar in the coverage chart
 ROW_HEIGHT = 26
 # The script files written beside the pages (the CSP allows no inline script).
 NAMES_SCRIPT = "names.js"  # the typed-name normalisation both pages' boxes use
 SNAPSHOT_SCRIPT = "filter.js"
 SEARCH_SCRIPT, SEARCH_DATA = "search.js", "search-data.js"
-# A backend name or snapshot key that may become part of a link: the documented name pattern.
-# Local until i12-reliability's names module holds the pattern; then this should use that one.
-_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
-
-
 def safe_part(text: Any) -> bool:
-    """Whether `text` may be one path segment of a link: the name pattern, and no `..`."""
-    return isinstance(text, str) and bool(_SAFE_PART.match(text)) and ".." not in text
+    """Whether `text` may be one path segment of a link: the vocabulary's name pattern, and no `..`."""
+    return is_name(text) and ".." not in text
 
 
 def snapshot_href(data: dict[str, Any]) -> str | None:

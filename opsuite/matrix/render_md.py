@@ -9,10 +9,11 @@ from typing import Any
 
 from tabulate import tabulate
 
+from opsuite import vocabulary
 from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, notes
 from opsuite.matrix.snapshot import Snapshot, category, split_id
 
-STATUSES = ("pass", "fallback", "mismatch", "compile_error", "runtime_error", "crash", "timeout", "skip")
+STATUSES = vocabulary.STATUSES
 # Backslash-escaping these keeps error texts literal: no emphasis, links, table breaks or raw HTML.
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|&#])")
 
@@ -27,6 +28,14 @@ def columns(cells: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     present = {split_id(case_id)[2:] for case_id in cells}
     order = [(d, r) for d in DTYPE_ORDER for r in DIRECTION_ORDER]
     return [c for c in order if c in present] + sorted(present - set(order))
+
+
+def pipe_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A GitHub Markdown table without padding: tabulate pads every cell to its column's widest, which makes
+    a large snapshot's table of cells mostly spaces (hundreds of MB) and slow to build."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def catalog_text(catalog: dict[str, Any]) -> str:
@@ -53,9 +62,9 @@ def summary_rows(cells: dict[str, dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for name, statuses in groups_all:
         counts = {s: statuses.count(s) for s in STATUSES}
-        applicable = len(statuses) - counts["skip"]
-        rows.append([name, *counts.values(), len(statuses),
-                     100.0 * counts["pass"] / applicable if applicable else None])
+        applicable = len(statuses) - counts[vocabulary.NOT_APPLICABLE]
+        working = sum(counts[s] for s in vocabulary.WORKING)
+        rows.append([name, *counts.values(), len(statuses), 100.0 * working / applicable if applicable else None])
     return rows
 
 
@@ -103,7 +112,7 @@ def snapshot_page(snap: Snapshot) -> str:
         kind, name, dtype, direction = split_id(case_id)
         grid[(kind, name)][(dtype, direction)] = _cell_text(cell, run_number)
     rows = [[f"{md(kind)}/{md(name)}", *(row.get(col, "") for col in cols)] for (kind, name), row in sorted(grid.items())]
-    out += [tabulate(rows, headers=["subject", *(f"{d} {r}" for d, r in cols)], tablefmt="github"), ""]
+    out += [pipe_table(["subject", *(f"{d} {r}" for d, r in cols)], rows), ""]
     failed = [(case_id, cell) for case_id, cell in cells.items() if cell.get("failure")]
     if failed:
         out += ["## Failures in full", ""]

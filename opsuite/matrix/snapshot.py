@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opsuite import names
+from opsuite import names, vocabulary
 from opsuite.matrix import MatrixError, stack
 
 if TYPE_CHECKING:
@@ -55,8 +55,7 @@ class Snapshot:
 
 def split_id(case_id: str) -> tuple[str, str, str, str]:
     """`ops/nn.functional.softmax/float32/forward` -> (kind, name, dtype, direction)."""
-    kind, name, dtype, direction = case_id.split("/")
-    return kind, name, dtype, direction
+    return vocabulary.parse_case_id(case_id)
 
 
 def category(case_id: str) -> str:
@@ -71,8 +70,9 @@ def category(case_id: str) -> str:
 def summarise(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Case count, count per status, and pass % of the applicable (not skipped) cases."""
     counts = Counter(cell["status"] for cell in cells.values())
-    applicable = len(cells) - counts.get("skip", 0)
-    pct = round(100.0 * counts.get("pass", 0) / applicable, 2) if applicable else None
+    applicable = len(cells) - counts.get(vocabulary.NOT_APPLICABLE, 0)
+    working = sum(counts.get(s, 0) for s in vocabulary.WORKING)
+    pct = round(100.0 * working / applicable, 2) if applicable else None
     return {"cases": len(cells), "counts": dict(sorted(counts.items())), "pass_pct": pct}
 
 
@@ -154,26 +154,23 @@ def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, 
 
 @functools.cache
 def _validator():
-    import jsonschema
     from importlib import resources
 
-    schema = json.loads(resources.files("opsuite").joinpath(f"schemas/snapshot-v{SCHEMA_VERSION}.json").read_text())
-    return jsonschema.validators.validator_for(schema)(schema)
+    from opsuite.schema_check import Validator
+
+    return Validator(json.loads(resources.files("opsuite").joinpath(f"schemas/snapshot-v{SCHEMA_VERSION}.json").read_text()))
 
 
 def validate(data: Any, where: str) -> None:
     """Raise MatrixError unless `data` is a snapshot of the version this opsuite reads."""
-    import jsonschema
-
     if not isinstance(data, dict) or data.get("format") != "opsuite-snapshot":
         raise MatrixError(f"{where}: not an opsuite snapshot")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise MatrixError(f"{where}: snapshot schema version {data.get('schema_version')!r} is not supported "
                           f"(this opsuite reads version {SCHEMA_VERSION})")
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
-    if error is not None:
-        at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise MatrixError(f"{where}: bad snapshot: {at}: {error.message}")
+    problem = _validator().problem(data)
+    if problem:
+        raise MatrixError(f"{where}: bad snapshot: {problem}")
 
 
 def load(path: str | Path) -> Snapshot:
