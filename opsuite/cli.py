@@ -57,7 +57,16 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RESULTS",
                         help="continue a killed run: skip the cases its results file holds, append the others to it "
                              "(backend, kinds, samples, dtypes, directions and -k are the run's own)")
-    parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --")
+    for flag, what in _RERUN_FLAGS.items():
+        parser.add_argument(flag, action="store_true", help=f"pytest's {flag}: {what}")
+    parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --, e.g. -- -m 'blocks and backward'")
+
+
+# pytest's cache-provider options, passed on. They remember the cases that did not pass (every status but
+# pass and skip) in .pytest_cache next to the results file: results/<backend>/ by default.
+_RERUN_FLAGS = {"--lf": "rerun only the cases that did not pass in the last run",
+                "--ff": "run the cases that did not pass last time first",
+                "--sw": "stop at the first case that does not pass; the next --sw run starts from it"}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -69,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     import pytest
 
-    from opsuite import backends, summary
+    from opsuite import backends, pytest_plugin, summary
     from opsuite.pytest_plugin import RESULTS_FAILED_EXIT, WORKER_FAILED_EXIT, check_options
     from opsuite.results import load
 
@@ -98,7 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     files = [str(CASES_DIR / f"test_{kind}.py") for kind in chosen.kinds]
     argv = [*files, "--backend", backend, "--samples", chosen.samples,
             *(["--resume", str(results)] if args.resume else ["--results", str(results)]),
-            "-q", "--tb=no", "-p", "no:cacheprovider", "--rootdir", str(CASES_DIR.parent)]
+            "-q", "--tb=no", "-o", f"cache_dir={results.resolve().parent / '.pytest_cache'}",
+            "--rootdir", str(CASES_DIR.parent)]
     for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--profile", chosen.name),
                         ("--dtypes", ",".join(chosen.dtypes or ()) or None),
                         ("--directions", ",".join(chosen.directions or ()) or None),
@@ -109,8 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for flag in ("update_baseline", "allow_missing"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
+    argv += [flag for flag in _RERUN_FLAGS if getattr(args, flag[2:])]
     argv += args.pytest_args
-    code = pytest.main(argv, plugins=[_SummaryOnly()])
+    # The plugin, imported above, is handed to pytest as the module it is: conftest.py naming it again
+    # would have pytest try to rewrite its asserts and warn that it cannot (already imported).
+    code = pytest.main(argv, plugins=[_SummaryOnly(), pytest_plugin])
     if code == RESULTS_FAILED_EXIT:
         print(f"opsuite: the run stopped: {results} could not be written; the cases finished before are "
               f"kept (continue with --resume {results} once there is room)", file=sys.stderr)
@@ -123,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = load(results)
     _warn(run.warnings)
     print()
-    print(summary.status_table(run.records))
+    print(summary.run_report(run))
     print(f"\n{len(run.records)} cases recorded in {results}")
     if args.baseline:
         cells = snapshot.run_cells(results)

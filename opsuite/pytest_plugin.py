@@ -13,15 +13,16 @@ cost seconds of start-up and a core that the worker needs).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import math
 import os
 import platform
 import secrets
-import shlex
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ import opsuite
 from opsuite import backends, names, profiles, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
-from opsuite.matrix import MatrixError, check_writable, publish, snapshot
+from opsuite.matrix import MatrixError, check_writable, notes, publish, snapshot
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load, load_for_resume
-from opsuite.vocabulary import DIRECTIONS, DTYPES, check_choices
+from opsuite.vocabulary import DIRECTIONS, DTYPES, KINDS, check_choices
 
 RUN_KEY = pytest.StashKey[dict]()
 BASELINE_KEY = pytest.StashKey[Any]()  # the baseline Snapshot of regression mode
@@ -43,10 +44,14 @@ _SESSION_KEY = pytest.StashKey["CaseSession"]()  # the case session of this pyte
 _CATALOG_KEY = pytest.StashKey[dict]()  # what this process collected, for the run header
 _FACTS_KEY = pytest.StashKey[dict]()  # the catalog facts the worker reported while collecting
 _FINISHED_KEY = pytest.StashKey[set]()  # under --resume: the case ids the run had finished
+_STARTED_KEY = pytest.StashKey[float]()  # xdist: when the controlling process started its workers
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
 WORKER_FAILED_EXIT = 3  # the exit code when the backend's worker cannot start: no case can run
 RESULTS_FAILED_EXIT = 6  # the exit code when the results file cannot be written (a full disk)
+# A case that ran and did not pass is a failed test (so `--lf` reruns it) shown under its own status;
+# a host fallback ran and matched, so it gets its own letter in the progress line.
+PROGRESS_LETTER = {Status.FALLBACK: "h"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -109,6 +114,13 @@ def check_options(samples: str | None, dtypes: str | None, directions: str | Non
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # Every case carries its kind, dtype and direction as markers: `-m "ops and backward"`.
+    for kind in KINDS:
+        config.addinivalue_line("markers", f"{kind}: a case of kind {kind}")
+    for dtype in DTYPES:
+        config.addinivalue_line("markers", f"{dtype}: a case in dtype {dtype}")
+    for direction in DIRECTIONS:
+        config.addinivalue_line("markers", f"{direction}: a case of direction {direction}")
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         config.stash[RUN_KEY] = workerinput["opsuite_run"]
@@ -245,18 +257,57 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ids = [c.id for c in catalog.select(request.dtypes, request.directions)]
         facts = catalog.facts()
     else:
+        session = _case_session(metafunc.config)
         try:
-            ids, facts = _case_session(metafunc.config).runner.cases(request)
+            ids, facts = session.runner.cases(request)
         except WorkerStartError as exc:
             pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
+        _say(metafunc.config, f"{len(ids)} {kind} cases, {time.monotonic() - session.started:.0f} s after the "
+                              "case worker started")
     metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
-    metafunc.parametrize("case_id", ids, ids=ids)
+    metafunc.parametrize("case_id", [pytest.param(i, marks=_markers(i), id=i) for i in ids])
+
+
+def _markers(case_id: str) -> list[pytest.MarkDecorator]:
+    """A case's kind, dtype and direction as markers."""
+    kind, _, dtype, direction = case_id.split("/")
+    return [getattr(pytest.mark, name) for name in (kind, dtype, direction)]
+
+
+def _say(config: pytest.Config, text: str) -> None:
+    """A progress line on the terminal at once (from the controlling process; an xdist worker has none)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or getattr(config, "workerinput", None) is not None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():  # not held back
+        reporter.write_line(f"opsuite: {text}")
+        reporter.flush()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
+    """xdist: say what the silent start of each worker is (it collects once its case worker is up)."""
+    config.stash[_STARTED_KEY] = time.monotonic()
+    backend = config.stash[RUN_KEY]["backend"]
+    _say(config, f"starting {len(specs)} workers; each starts a case worker that imports the {backend} stack "
+                 "and builds the catalog (a minute or so)")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """xdist: say when each worker is ready, and with how many cases."""
+    config = node.config
+    _say(config, f"[{node.gateway.id}] ready after {time.monotonic() - config.stash[_STARTED_KEY]:.0f} s: "
+                 f"{len(ids)} cases")
 
 
 def _case_session(config: pytest.Config) -> "CaseSession":
     """This process's case session, made (and its worker started) when it is first needed."""
     if _SESSION_KEY not in config.stash:
         session = config.stash[_SESSION_KEY] = CaseSession(config)
+        _say(config, f"starting the {session.run['backend']} case worker: it imports the stack and builds the "
+                     "catalog (a minute or so)")
         session.runner.start()
     return config.stash[_SESSION_KEY]
 
@@ -276,6 +327,8 @@ class CaseSession:
             case_timeout_s=self.run["options"]["case_timeout_s"])
         self.writer = ResultsWriter(Path(self.run["results"]), self._header)
         self.baseline = config.stash.get(BASELINE_KEY, None)
+        self.started = time.monotonic()
+        self.outcomes: dict[str, Status] = {}  # case id -> its status, until its test report is made
 
     def _header(self) -> dict[str, Any]:
         hello = self.runner.handshake or {}
@@ -304,14 +357,37 @@ class CaseSession:
             pytest.exit(str(exc), returncode=RESULTS_FAILED_EXIT)
         if record.status is Status.PASS:
             return record
+        reason = notes.short(record.to_json())
         if record.status is Status.SKIP:
-            pytest.skip(f"not applicable: {_reason(record)}")
+            pytest.skip(f"not applicable: {reason}")
         regressed = ""
         if self.baseline is not None and regression.expected_to_pass(self.baseline, case_id):
             regressed = regression.regression_message(self.baseline, case_id, record.to_json()) + "\n"
-        pytest.fail(f"{regressed}{record.status.value} at stage {record.stage.value}: {_reason(record)}\n"
-                    f"repro: {repro_command(case_id, self.run)}", pytrace=False)
+        else:  # a regression stays a plain FAILED, with the message above
+            self.outcomes[case_id] = record.status
+        repro = summary.repro_command(case_id, self.run["backend"], str(self.run["options"]["samples"]))
+        pytest.fail(f"{regressed}{record.status.value} at stage {record.stage.value}: {reason}\nrepro: {repro}",
+                    pytrace=False)
         return record
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Tag the report of a case that ran and did not pass with its status (it travels to xdist's controller)."""
+    report = yield
+    session = item.config.stash.get(_SESSION_KEY, None)
+    case_id = getattr(item, "callspec", None) and item.callspec.params.get("case_id")
+    if call.when == "call" and session is not None and case_id in session.outcomes:
+        report.opsuite_status = session.outcomes.pop(case_id).value
+    return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    """A failed case is shown under its status (`fallback`, `mismatch`...), not as a bare FAILED."""
+    status = getattr(report, "opsuite_status", None)
+    if status is None or not report.failed:
+        return None
+    return status, PROGRESS_LETTER.get(Status(status), "F"), status.upper()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -380,26 +456,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.stash[_SESSION_KEY].runner.close()
 
 
-def _reason(record: CaseRecord) -> str:
-    if record.failure:
-        where = f" [{record.failure.category}{'/' + record.failure.code if record.failure.code else ''}]" \
-            if record.failure.category or record.failure.code else ""
-        return f"{record.failure.error_type}: {record.failure.message}{where}"
-    if record.status is Status.FALLBACK:
-        return "ran on the host: " + ", ".join(record.fallback_ops)
-    if record.numerics:
-        n = record.numerics
-        return (f"numerics {n.verdict.value} in {n.worst_output}: max abs err {n.max_abs_err}, "
-                f"CPU's {n.cpu_max_abs_err}, ratio {n.ratio}{'; ' + n.note if n.note else ''}")
-    return str(record.extra.get("skip_reason", record.status.value))
-
-
-def repro_command(case_id: str, run: dict[str, Any]) -> str:
-    """A command that reruns one case in-process, with its traceback."""
-    return " ".join(["opsuite", "repro", shlex.quote(case_id), "--backend", run["backend"],
-                     "--samples", str(run["options"]["samples"])])
-
-
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if getattr(config, "workerinput", None) is not None or RUN_KEY not in config.stash \
             or getattr(config.option, "opsuite_cli", False):  # `opsuite run` prints its own summary
@@ -413,7 +469,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"opsuite: {exc}", red=True)
         return
     terminalreporter.section("opsuite summary")
-    terminalreporter.write_line(summary.status_table(run.records))
+    terminalreporter.write_line(summary.run_report(run))
     terminalreporter.write_line(f"results: {path}")
     snap = config.stash.get(BASELINE_KEY, None)
     if snap is not None:

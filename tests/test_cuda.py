@@ -31,12 +31,15 @@ def test_verdicts_run_without_tf32():
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.get_float32_matmul_precision())
     try:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.disable_global_flags()  # as importing OpInfo does in a case worker
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch._C._set_cudnn_allow_tf32(True)
         cuda.full_float32_precision()
         assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
         assert torch.get_float32_matmul_precision() == "highest"
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.backends.cuda.matmul.allow_tf32 = saved[0]
+        torch._C._set_cudnn_allow_tf32(saved[1])
         torch.set_float32_matmul_precision(saved[2])
 
 

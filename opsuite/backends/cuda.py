@@ -59,7 +59,9 @@ def full_float32_precision() -> None:
     these flags (a run that keeps TF32 on is another snapshot).
     """
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    # Not `torch.backends.cudnn.allow_tf32 = False`: importing OpInfo (torch.testing._internal.common_utils)
+    # freezes the cuDNN flags of the process, and the public setter then raises.
+    torch._C._set_cudnn_allow_tf32(False)
     torch.set_float32_matmul_precision("highest")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import sys
 import unittest
 from typing import Any, Iterable
@@ -32,6 +33,9 @@ def op_db() -> list[Any]:
 
     `common_utils` parses `sys.argv` when imported; pytest's or opsuite's arguments must not reach it.
     """
+    # common_utils imports torch.utils.cpp_extension, whose probe for CUDA warns on a host with a CUDA
+    # toolkit but no GPU; opsuite builds no extension, so that warning is noise on every run.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     saved = sys.argv
     sys.argv = saved[:1]
     try:

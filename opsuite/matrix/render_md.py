@@ -68,6 +68,12 @@ def summary_rows(cells: dict[str, dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+def summary_table(cells: dict[str, dict[str, Any]]) -> str:
+    """The summary by category and status as a Markdown table (a snapshot's page, the end of a run)."""
+    return tabulate(summary_rows(cells), headers=["category", *STATUSES, "total", "pass %"], tablefmt="github",
+                    floatfmt=".1f", missingval="-")
+
+
 def _cell_text(cell: dict[str, Any], run_number: dict[str, int]) -> str:
     note = notes.short(cell)
     ref = f"⟨{run_number[cell['source']['run_id']]}:{cell['source']['line']}⟩"
@@ -94,8 +100,7 @@ def snapshot_page(snap: Snapshot) -> str:
     out += [tabulate(runs, headers=["#", "results file", "run id", "started", "cases", "catalog", "opsuite commit",
                                     "options"], tablefmt="github"), "",
             "## Summary by category and status", "",
-            tabulate(summary_rows(cells), headers=["category", *STATUSES, "total", "pass %"], tablefmt="github",
-                     floatfmt=".1f", missingval="-"),
+            summary_table(cells),
             "", "## Cells", "",
             "One row per subject, one column per dtype and direction. A cell gives the status, then what ran on "
             "the host, the stage and error (`[category/code] type: message`) or the measured error "
