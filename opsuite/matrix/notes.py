@@ -70,13 +70,16 @@ def short(cell: dict[str, Any]) -> str:
 
 
 def sample_count(cell: dict[str, Any]) -> str:
-    """How many samples a cell covers: `all 14 samples`, `2 of 14 samples`, or `2 samples` when the
-    run did not count them (a run of the first few samples, or one from before counts were kept)."""
+    """How many samples a cell covers: `all 14 samples`, `2 of 14 samples`, `1 sample` (a case's only
+    one), or `2 samples` when the run did not count them (a run of the first few samples, or one from
+    before counts were kept)."""
     run = cell.get("samples_run", 0)
     available = cell.get("samples_available")
     if available is None:
         return f"{run} sample{'s' if run != 1 else ''}"
-    return f"all {available} samples" if run >= available else f"{run} of {available} samples"
+    if run >= available:
+        return f"all {available} samples" if available != 1 else "1 sample"
+    return f"{run} of {available} samples"
 
 
 def worst_sample(cell: dict[str, Any]) -> str:
