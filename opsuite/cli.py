@@ -206,6 +206,8 @@ def _add_repro(parser: argparse.ArgumentParser) -> None:
                                         "as lookup accepts it (ops/F.softmax/bfloat16/backward)")
     parser.add_argument("--backend", help="backend (default: a Neuron device if present, else xla)")
     parser.add_argument("--samples", default="2", help="samples, or 'all' (default 2)")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="run sample N alone (its index in the record's samples, as a crash names it)")
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -224,7 +226,11 @@ def cmd_repro(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, backends.BackendError) as exc:
         raise UserError(str(exc).strip('"')) from None
     backend = backends.open_backend(backend_name)
-    record = run_case(case, catalog.source(case), backend, parse_samples(args.samples), tracebacks=True)
+    try:
+        record = run_case(case, catalog.source(case), backend, parse_samples(args.samples), tracebacks=True,
+                          only_sample=args.sample)
+    except IndexError as exc:
+        raise UserError(str(exc)) from None
     trace = record.extra.pop("traceback", None)
     print(json.dumps(record.to_json(), indent=2))
     if trace:

@@ -67,8 +67,13 @@ def _receive(conn: Connection) -> dict[str, Any]:
     return json.loads(conn.recv_bytes())
 
 
-def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_value: Any) -> None:
-    """Entry point of the worker process: open the backend, then run cases until told to stop."""
+def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_value: Any,
+                 sample_path: str = os.devnull, budget_s: float | None = None) -> None:
+    """Entry point of the worker process: open the backend, then run cases until told to stop.
+
+    Before each sample the worker writes which sample it is about to run, and the results of those
+    before it, to `sample_path` (see `_announce`): the file outlives a worker that the sample kills.
+    """
     # Everything the stack prints goes to a log: on a crash its last line names the cause.
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
@@ -87,6 +92,10 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
 
     def on_stage(stage: Stage) -> None:
         stage_value.value = _STAGES.index(stage)
+
+    def on_sample(index: int, label: str, done: list[dict[str, Any]], available: int | None) -> None:
+        _announce(sample_path, {"case_id": case_id, "index": index, "label": label, "done": done,
+                                "available": available})
 
     def catalog_of(kind: str) -> Any:
         if kind not in catalogs:
@@ -112,7 +121,8 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
         catalog = catalog_of(parse_case_id(case_id).kind)
         case = catalog.get(case_id)
         try:
-            record = run_case(case, catalog.source(case), backend, config.samples, on_stage)
+            record = run_case(case, catalog.source(case), backend, config.samples, on_stage,
+                              on_sample=on_sample, budget_s=budget_s)
         except Exception as exc:  # a bug of opsuite's own: say so in the record, keep the worker
             stage = _STAGES[stage_value.value]
             record = CaseRecord(case_id=case_id, status=Status.RUNTIME_ERROR, stage=stage, backend=config.backend,
@@ -122,6 +132,23 @@ def _worker_main(conn: Connection, config: WorkerConfig, log_path: str, stage_va
         _reply(conn, {"record": record.to_json(), "healthy": healthy})
         if not healthy:
             return
+
+
+def _announce(path: str, note: dict[str, Any]) -> None:
+    """Write `note` to `path` whole (a reader never sees half of it): replaced, not appended."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        json.dump(note, handle)
+    os.replace(partial, path)
+
+
+def _announced(path: Path | None, case_id: str) -> dict[str, Any] | None:
+    """The sample the worker last said it was running for `case_id`, or None."""
+    try:
+        note = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    return note if isinstance(note, dict) and note.get("case_id") == case_id else None
 
 
 # ---------------------------------------------------------------- the parent side
@@ -140,6 +167,7 @@ class IsolatedRunner:
         self._conn: Connection | None = None
         self._stage: Any = None
         self._log: Path | None = None
+        self._sample_file: Path | None = None  # where the worker says which sample it runs
         self._ready = False  # the running worker has reported that its backend is open
         self._kinds = dict.fromkeys(config.kinds)  # every kind asked for: a restarted worker builds them first
 
@@ -168,11 +196,12 @@ class IsolatedRunner:
             return self._crashed(case_id, started, log_offset)
         stage = _STAGES[self._stage.value]
         self._kill_worker()
-        return CaseRecord(case_id=case_id, status=Status.TIMEOUT, stage=stage, backend=self.config.backend,
-                          wall_s=round(time.perf_counter() - started, 3),
-                          failure=Failure(error_type="Timeout",
-                                          message=f"case ran past its {self.case_timeout_s:g} s budget "
-                                                  f"in stage {stage.value}; the worker was killed"))
+        record = CaseRecord(case_id=case_id, status=Status.TIMEOUT, stage=stage, backend=self.config.backend,
+                            wall_s=round(time.perf_counter() - started, 3),
+                            failure=Failure(error_type="Timeout",
+                                            message=f"case ran past its {self.case_timeout_s:g} s budget "
+                                                    f"in stage {stage.value}; the worker was killed"))
+        return self._name_sample(record)
 
     def cases(self, request: CasesRequest) -> tuple[list[str], dict[str, Any]]:
         """The ids of the cases the worker's catalog holds for `request`, and the catalog's facts.
@@ -217,9 +246,12 @@ class IsolatedRunner:
         parent, child = self._ctx.Pipe()
         self._stage = self._ctx.Value("i", 0, lock=False)
         self._log = self.log_dir / f"worker-{os.getpid()}-{self.starts}.log"
+        self._sample_file = self.log_dir / f"worker-{os.getpid()}-{self.starts}.sample.json"
         # The kinds asked for so far are built before the worker reports ready: outside any case's budget.
         config = dataclasses.replace(self.config, kinds=tuple(self._kinds))
-        self._proc = self._ctx.Process(target=_worker_main, args=(child, config, str(self._log), self._stage),
+        self._proc = self._ctx.Process(target=_worker_main,
+                                       args=(child, config, str(self._log), self._stage,
+                                             str(self._sample_file), self.case_timeout_s),
                                        daemon=True, name=f"opsuite-{self.config.backend}")
         self._proc.start()
         child.close()
@@ -274,11 +306,26 @@ class IsolatedRunner:
         message = f"worker process {cause} in stage {stage.value}"
         if tail:
             message += f"; last output: {tail[-1][:300]}"
-        return CaseRecord(case_id=case_id, status=Status.CRASH, stage=stage, backend=self.config.backend,
-                          wall_s=round(time.perf_counter() - started, 3),
-                          failure=Failure(error_type="Crash", message=message, category=category,
-                                          code=code_found),
-                          extra={"stderr_tail": tail})
+        record = CaseRecord(case_id=case_id, status=Status.CRASH, stage=stage, backend=self.config.backend,
+                            wall_s=round(time.perf_counter() - started, 3),
+                            failure=Failure(error_type="Crash", message=message, category=category,
+                                            code=code_found),
+                            extra={"stderr_tail": tail})
+        return self._name_sample(record)
+
+    def _name_sample(self, record: CaseRecord) -> CaseRecord:
+        """A crash or timeout record with the sample the worker was running and the results before it."""
+        note = _announced(self._sample_file, record.case_id)
+        if note is None:
+            return record
+        record.samples = [*note["done"], {"index": note["index"], "status": record.status.value,
+                                          "stage": record.stage.value}]
+        record.samples_run = sum(1 for s in record.samples if s["status"] != Status.SKIP.value)
+        record.samples_available = note["available"]
+        record.worst_sample = {"index": note["index"], "label": note["label"]}
+        if record.failure is not None:
+            record.failure.sample = note["label"]
+        return record
 
     def _kill_worker(self) -> None:
         if self._proc is not None and self._proc.is_alive():

@@ -128,7 +128,12 @@ class CaseRecord:
     status: Status
     stage: Stage
     backend: str
-    samples_run: int = 0
+    samples_run: int = 0                # samples the device ran (not those the CPU reference rejects)
+    samples_available: int | None = None  # samples the case has; None in records before it was kept
+    # Each sample's compact result, in order: {"index", "status", and "verdict", "max_abs_err", "ratio"
+    # for one that ran to the end, or "stage" for one that raised}.
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    worst_sample: dict[str, Any] | None = None  # {"index", "label"}: the sample the figures come from
     fallback_ops: list[str] = field(default_factory=list)   # aten ops that ran on the host
     host_syncs: list[str] = field(default_factory=list)     # .item()-style syncs, not missing lowerings
     aten_ops: list[str] = field(default_factory=list)       # aten overloads the case dispatches on CPU

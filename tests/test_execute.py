@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.utils import _pytree as pytree
 
 from opsuite.backends.base import Counters, StageError
 from opsuite.backends.cpu import CpuBackend
@@ -174,3 +175,205 @@ def test_backward_compares_the_gradients_of_inputs_that_required_grad_before_the
     record = run_case(case, _CacheSource(), CopyBackMutationCpu(), None)
     assert record.status is Status.PASS, record
     assert record.numerics.worst_output == "sample 0 grad"  # one gradient compared: x's
+
+
+class ScaledWrongCpu(CpuBackend):
+    """Wrong by a quarter of each output: samples with larger values have larger errors."""
+
+    def wrap(self, fn):
+        return lambda *args, **kwargs: fn(*args, **kwargs) * 1.25
+
+
+def test_figures_come_from_the_worst_sample_and_every_sample_is_recorded(catalog):
+    record = _run(catalog, "ops/mul/float32/forward", ScaledWrongCpu(), samples=None)
+    assert record.status is Status.MISMATCH
+    assert record.samples_available == len(record.samples) == record.samples_run > 2
+    ratios = [s["ratio"] for s in record.samples]
+    worst = max(range(len(ratios)), key=ratios.__getitem__)
+    assert ratios[0] < ratios[worst]  # the first failing sample is not the worst
+    assert record.numerics.ratio == ratios[worst]
+    assert record.numerics.max_abs_err == record.samples[worst]["max_abs_err"]
+    assert record.worst_sample["index"] == worst and record.worst_sample["label"].startswith("(Tensor[")
+
+
+class FailsFirstCpu(CpuBackend):
+    """Sample 0 fails on the device; every sample names a fallback op of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def wrap(self, fn):
+        def call(*args, **kwargs):
+            self.calls.append(f"aten::op{len(self.calls)}")
+            if len(self.calls) == 1:
+                raise RuntimeError("first sample fails")
+            return fn(*args, **kwargs)
+        return call
+
+    def counters(self):
+        return Counters(fallback_ops=list(self.calls))
+
+
+def test_a_case_goes_on_past_its_first_failing_sample(catalog):
+    record = _run(catalog, "ops/add/float32/forward", FailsFirstCpu(), samples=3)
+    assert record.status is Status.RUNTIME_ERROR and record.stage is Stage.TRACE
+    assert [s["status"] for s in record.samples] == ["runtime_error", "pass", "pass"]
+    assert record.fallback_ops == ["aten::op0", "aten::op1", "aten::op2"]  # every sample's
+    assert record.worst_sample["index"] == 0 and record.failure.sample == record.worst_sample["label"]
+
+
+def test_no_sample_starts_when_the_budget_is_nearly_spent(catalog):
+    record = _run(catalog, "ops/add/float32/forward", CpuBackend(), samples=None, budget_s=1e-6)
+    assert record.samples_run == 1 < record.samples_available
+    assert "budget" in record.extra["samples_stopped"] and "1 of" in record.extra["samples_stopped"]
+
+
+def test_one_sample_alone_keeps_its_index(catalog):
+    every = _run(catalog, "ops/mul/float32/forward", ScaledWrongCpu(), samples=None)
+    alone = _run(catalog, "ops/mul/float32/forward", ScaledWrongCpu(), only_sample=3)
+    assert [s["index"] for s in alone.samples] == [3]
+    assert alone.samples[0] == every.samples[3]
+    with pytest.raises(IndexError, match="no sample 999"):
+        _run(catalog, "ops/mul/float32/forward", CpuBackend(), only_sample=999)
+
+
+def test_samples_are_counted_when_every_sample_runs_or_there_are_no_more(catalog):
+    assert _run(catalog, "ops/mul/float32/forward", CpuBackend(), samples=2).samples_available is None
+    assert _run(catalog, "ops/mul/float32/forward", CpuBackend(), samples=None).samples_available > 2
+    few = _run(catalog, "ops/broadcast_tensors/float32/forward", CpuBackend(), samples=2)
+    assert few.samples_available == few.samples_run == 1
+
+
+def test_samples_announce_themselves_before_they_run(catalog):
+    heard = []
+    _run(catalog, "ops/add/float32/forward", CpuBackend(), samples=2,
+         on_sample=lambda index, label, done, available: heard.append((index, label, len(done), available)))
+    assert [(i, n) for i, _, n, _ in heard] == [(0, 0), (1, 1)]
+    assert heard[0][1].startswith("(Tensor[") and heard[0][3] is None  # 2 of more, not counted
+
+
+class AddsOneCpu(CpuBackend):
+    def wrap(self, fn):
+        return lambda *args, **kwargs: pytree.tree_map_only(torch.Tensor, lambda t: t + 1, fn(*args, **kwargs))
+
+
+@pytest.mark.parametrize("deterministic", ["ops/int/float32/forward", "ops/long/bfloat16/forward",
+                                     "ops/nn.functional.scaled_dot_product_attention/float32/forward",
+                                     "ops/unique/float32/forward"])
+def test_deterministic_samples_of_undefined_ops_are_compared_by_value(catalog, deterministic):
+    record = _run(catalog, deterministic, AddsOneCpu(), samples=None)
+    assert record.status is Status.MISMATCH, record.numerics
+    assert record.numerics.verdict is Verdict.WRONG
+
+
+def test_samples_with_undefined_values_stay_shape_only(catalog):
+    # dropout with p > 0 draws randomly; a conversion of values out of the integer type's range overflows.
+    case = catalog.get("ops/nn.functional.dropout/float32/forward")
+    labels = [sample.label for sample in catalog.source(case).samples(case, None)]
+    record = _run(catalog, case.id, AddsOneCpu(), samples=None)
+    verdicts = {label: result["verdict"] for label, result in zip(labels, record.samples)}
+    assert verdicts["(Tensor[]:float32, p=0.5, training=True)"] == "shape_only"
+    assert verdicts["(Tensor[]:float32, p=0.5, training=False)"] == "wrong"  # not training: the identity
+    from torch.testing._internal.opinfo.core import SampleInput
+
+    from opsuite.catalog import opinfo
+
+    byte = opinfo.by_name()["byte"]
+    assert opinfo._values_defined(byte, torch.float32, SampleInput(torch.tensor([3.5, 200.0])))
+    assert not opinfo._values_defined(byte, torch.float32, SampleInput(torch.tensor([-3.5, 2.0])))
+    assert not opinfo._values_defined(byte, torch.float32, SampleInput(torch.tensor([300.0])))
+
+
+class MetaInputsCpu(CpuBackend):
+    """Inputs go to the meta device; records the devices of the tensors each call gets."""
+
+    def __init__(self):
+        super().__init__()
+        self.devices = []
+
+    def device(self):
+        return torch.device("meta")
+
+    def wrap(self, fn):
+        def watched(*args, **kwargs):
+            self.devices.append([t.device.type for t in pytree.tree_leaves((args, kwargs))
+                                 if isinstance(t, torch.Tensor)])
+            raise RuntimeError("stop here")
+        return watched
+
+    def recover(self):
+        return True
+
+
+def test_cpu_only_tensor_arguments_stay_on_the_cpu(catalog):
+    backend = MetaInputsCpu()
+    _run(catalog, "ops/tensor_split/float32/forward", backend, samples=2)
+    assert backend.devices[0] == ["meta", "cpu"]  # tensor_split's index tensor is OpInfo's CPU tensor
+    assert backend.devices[1] == ["meta", "cpu"]
+
+
+class ProcessOrderCpu(CpuBackend):
+    def __init__(self, events):
+        super().__init__()
+        self.events = events
+
+    def to_host(self, value):
+        self.events.append("to_host")
+        return super().to_host(value)
+
+
+class _ProcessedSource:
+    kind = "ops"
+
+    def __init__(self, events):
+        self.events = events
+
+    def samples(self, case, limit):
+        def process(out):
+            self.events.append(f"process on {out.device.type}")
+            return out.abs()
+        return [Sample(fn=torch.neg, args=(torch.linspace(-1, 1, 5),), label="x", output_process=process)]
+
+    def shape_only_reason(self, case):
+        return None
+
+
+def test_output_post_processing_runs_after_the_transfer():
+    events = []
+    record = run_case(Case("ops", "neg", "float32", "forward"), _ProcessedSource(events), ProcessOrderCpu(events), None)
+    assert record.status is Status.PASS
+    assert events[-2:] == ["to_host", "process on cpu"]  # not processed before the transfer
+    assert events.count("process on cpu") == 3  # CPU, float64 reference, device result on the host
+
+
+def _read_before_the_view(view):
+    # Reads the storage from its start, as as_strided's partial_views samples do.
+    return torch.as_strided(view, (3,), (1,), 0)
+
+
+class _PartialViewSource:
+    kind = "ops"
+
+    def samples(self, case, limit):
+        base = torch.arange(10, dtype=torch.float32)
+        return [Sample(fn=_read_before_the_view, args=(base[4:],), label="view")]
+
+    def shape_only_reason(self, case):
+        return None
+
+
+class CopyingCpu(CpuBackend):
+    """A device that copies what it is given (so a partial view's storage is its whole story)."""
+
+    def wrap(self, fn):
+        def run(view):
+            assert view.storage_offset() == 4 and view.untyped_storage().nbytes() == 40
+            return fn(view)
+        return run
+
+
+def test_the_reference_reads_the_same_storage_as_the_device():
+    record = run_case(Case("ops", "as_strided", "float32", "forward"), _PartialViewSource(), CopyingCpu(), None)
+    assert record.status is Status.PASS, record
+    assert record.numerics.verdict in (Verdict.CLOSE, Verdict.EXACT)

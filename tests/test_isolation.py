@@ -4,8 +4,8 @@ from importlib import metadata
 
 import pytest
 
-from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
-from opsuite.record import Stage, Status
+from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError, _announce
+from opsuite.record import CaseRecord, Failure, Stage, Status
 
 
 def test_timeout_is_recorded_and_the_next_case_runs(tmp_path):
@@ -51,10 +51,34 @@ def test_crashing_case_is_recorded_and_the_run_goes_on(tmp_path):
         assert crashed.status is Status.CRASH
         assert "SIGFPE" in crashed.failure.message
         assert crashed.stage is Stage.EXECUTE
+        # The worker said which sample it was about to run: the crash names it.
+        assert crashed.worst_sample == {"index": 0, "label": crashed.failure.sample}
+        assert crashed.failure.sample == "(Tensor[0, 0, 0]:float32, 0, 0)"  # an empty tensor
+        assert crashed.samples == [{"index": 0, "status": "crash", "stage": "execute"}]
         after = runner.run("ops/add/float32/forward")
         assert after.status is Status.PASS
         assert after.compiles and after.compiles > 0
         assert runner.starts == 2
+
+
+def test_a_crash_record_names_the_sample_the_worker_announced(tmp_path):
+    runner = IsolatedRunner(WorkerConfig("cpu", None), case_timeout_s=60, log_dir=tmp_path)
+    runner._sample_file = tmp_path / "sample.json"
+    done = [{"index": 0, "status": "pass", "verdict": "close", "max_abs_err": 0.0, "ratio": 1.0}]
+    _announce(str(runner._sample_file), {"case_id": "ops/x/float32/forward", "index": 1, "label": "(Tensor[3])",
+                                         "done": done, "available": 5})
+
+    def crash(case_id):
+        return CaseRecord(case_id=case_id, status=Status.CRASH, stage=Stage.EXECUTE, backend="cpu",
+                          failure=Failure(error_type="Crash", message="worker process killed by SIGSEGV"))
+
+    named = runner._name_sample(crash("ops/x/float32/forward"))
+    assert named.failure.sample == "(Tensor[3])" and named.worst_sample == {"index": 1, "label": "(Tensor[3])"}
+    assert named.samples == [*done, {"index": 1, "status": "crash", "stage": "execute"}]
+    assert (named.samples_run, named.samples_available) == (2, 5)
+    # A note left by an earlier case names nothing.
+    other = runner._name_sample(crash("ops/y/float32/forward"))
+    assert other.failure.sample is None and other.samples == []
 
 
 def test_a_restarted_worker_rebuilds_its_catalog_outside_the_next_case_budget(tmp_path):

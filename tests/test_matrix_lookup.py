@@ -36,6 +36,8 @@ def test_an_opinfo_name_shows_every_version_per_dtype_and_direction(matrix, tmp_
     assert broken["source"].startswith("results/v214.jsonl.gz:")
     assert {(c["dtype"], c["direction"]) for c in cells} == {("float32", "forward"), ("float32", "backward"),
                                                             ("bfloat16", "forward"), ("bfloat16", "backward")}
+    passed = next(c for c in cells if c["snapshot"] == ids["real"] and (c["dtype"], c["direction"]) == ("float32", "forward"))
+    assert passed["status"] == "pass" and passed["note"].startswith("2 samples; ")  # what the pass covers
     text = opsuite("lookup", "add", "--matrix", str(path), cwd=tmp_path).stdout
     assert f"[{ids['2.14.0']}]" in text and "runtime_error" in text and "aten ops on CPU: aten::add.Tensor" in text
 
@@ -102,6 +104,23 @@ def test_no_matrix_or_a_stale_index_is_one_clear_error(matrix, tmp_path):
     (stale / index.FILE).write_text(json.dumps({"format": index.FORMAT, "schema_version": 0}))
     done = opsuite("lookup", "add", "--matrix", str(stale), cwd=tmp_path)
     assert done.returncode == 2 and "opsuite reindex" in done.stderr
+
+
+def test_a_cell_says_how_many_samples_it_covers_and_which_was_worst():
+    from opsuite.matrix import notes
+
+    cell = {"status": "mismatch", "stage": "done", "samples_run": 4, "samples_available": 4,
+            "numerics": {"verdict": "wrong", "worst_output": "sample 1 output", "max_abs_err": 7.48},
+            "worst_sample": {"index": 1, "label": "inf: (Tensor[5, 5]:float32, inf)"},
+            "source": {"file": "results/x.jsonl.gz", "line": 2, "run_id": "r"}}
+    assert notes.short(cell).startswith("all 4 samples; wrong in sample 1 output, max abs err 7.48")
+    rows = dict(notes.details(cell))
+    assert rows["status"] == "mismatch (stage done), all 4 samples"
+    assert rows["worst sample"] == "sample 1: inf: (Tensor[5, 5]:float32, inf)"
+    assert notes.short({**cell, "status": "pass", "samples_run": 2, "samples_available": 14}).startswith(
+        "2 of 14 samples")
+    older = {k: v for k, v in cell.items() if k not in ("samples_available", "worst_sample")}
+    assert notes.short(older).startswith("4 samples; wrong in sample 1")  # not counted: what ran
 
 
 @pytest.mark.parametrize("spelling", ["nn.functional.softmax", "F.softmax", "torch.nn.functional.softmax",

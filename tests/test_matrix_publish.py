@@ -65,7 +65,7 @@ def test_snapshot_pages_and_index(tmp_path, results):
     assert "float32 forward" in header and "bfloat16 backward" in header
     add_row = next(line for line in page.splitlines() if line.startswith("| ops/add "))
     line = snap.cells["ops/add/float32/forward"]["source"]["line"]
-    assert "**pass** ratio" in add_row and f"⟨1:{line}⟩" in add_row
+    assert "**pass** 2 samples; ratio" in add_row and f"⟨1:{line}⟩" in add_row
     skip_row = next(line for line in page.splitlines() if line.startswith("| ops/jiterator\\_unary"))
     assert "**skip**" in skip_row
     op_db_size = json.loads(results.read_text().splitlines()[0])["catalog"]["op_db_size"]

@@ -5,7 +5,7 @@ import torch
 
 from opsuite import numerics
 from opsuite.numerics import Leaf, judge
-from opsuite.record import PASSING_VERDICTS, Verdict
+from opsuite.record import PASSING_VERDICTS, Numerics, Verdict
 
 
 def _three_ways(fn, x64: torch.Tensor, dtype: torch.dtype):
@@ -144,3 +144,70 @@ def test_zero_gradient_with_rounding_noise_is_judged_at_the_case_scale():
     # A value far above rounding noise of the case's scale is still wrong.
     assert judge([big_leaf, Leaf("bias grad", torch.full((16,), 0.5, dtype=torch.bfloat16), cpu_zero,
                                  ref_zero)]).verdict is Verdict.WRONG
+
+
+def test_selection_indices_may_order_ties_differently_but_must_select_the_same_values():
+    values = torch.tensor([[3.0, 1.0, 3.0, 2.0], [5.0, 5.0, 4.0, 0.0]], dtype=torch.bfloat16)
+    cpu = values.argsort(dim=1, stable=True)
+    ties_swapped = cpu.clone()
+    ties_swapped[0, 2:] = cpu[0, 2:].flip(0)  # the two 3.0s in the other order
+    ties_swapped[1, 2:] = cpu[1, 2:].flip(0)  # the two 5.0s
+    result = judge([Leaf("out", ties_swapped, cpu, cpu, selects=(values, 1))])
+    assert result.verdict is Verdict.EXACT and "4 of 8 indices differ" in result.note
+
+    wrong = cpu.clone()
+    wrong[0, :2] = cpu[0, :2].flip(0)  # 1.0 and 2.0 swapped: other values selected
+    assert judge([Leaf("out", wrong, cpu, cpu, selects=(values, 1))]).verdict is Verdict.WRONG
+    # Without the op's knowledge, any difference is wrong (a stable sort's indices are exact).
+    assert judge([Leaf("out", ties_swapped, cpu, cpu)]).verdict is Verdict.WRONG
+
+
+def test_selection_indices_of_a_reduced_dim_and_out_of_range():
+    values = torch.tensor([[1.0, 7.0, 7.0], [2.0, 2.0, 0.0]])
+    cpu = torch.tensor([1, 0])  # max over dim 1 without keepdim: one index per row
+    assert judge([Leaf("i", torch.tensor([2, 1]), cpu, cpu, selects=(values, 1))]).verdict is Verdict.EXACT
+    assert judge([Leaf("i", torch.tensor([0, 1]), cpu, cpu, selects=(values, 1))]).verdict is Verdict.WRONG
+    assert judge([Leaf("i", torch.tensor([9, 1]), cpu, cpu, selects=(values, 1))]).verdict is Verdict.WRONG
+
+
+def test_accumulation_bound_grows_with_the_reduction_length_up_to_a_cap():
+    # A bfloat16 gradient of a broadcast input: sums of 30 cotangent values, accumulated in bfloat16,
+    # ~36 units of roundoff off (XLA's broadcast_tensors backward): too far for a short reduction.
+    ref = torch.tensor([0.1097, -2.31, 0.804], dtype=torch.float64)
+    cpu = ref.to(torch.bfloat16)
+    device = (ref * (1 + 36 * 2.0 ** -8)).to(torch.bfloat16)
+    assert numerics.accumulation_units(1) == numerics.ACCUMULATION_ULPS
+    assert judge([Leaf("g", device, cpu, ref)]).verdict is Verdict.WRONG
+    long = judge([Leaf("g", device, cpu, ref, reduction_length=30)])
+    assert long.verdict is Verdict.ACCUMULATION_ORDER and "30 elements" in long.note
+    # A quarter off is wrong however long the reduction.
+    far = (ref * 1.3).to(torch.bfloat16)
+    assert judge([Leaf("g", far, cpu, ref, reduction_length=10 ** 6)]).verdict is Verdict.WRONG
+    assert numerics.accumulation_units(10 ** 6) == numerics.ACCUMULATION_MAX_ULPS
+
+
+def test_reduction_length_is_the_largest_tensor_over_the_leaf_size():
+    big, small = torch.zeros(5, 2, 3), torch.zeros(1, 1)
+    pairs = numerics.leaves("g", [big, small], [big, small], [big, small], extent=30)
+    assert [leaf.reduction_length for leaf in pairs] == [1, 30]
+
+
+def test_worst_figures_are_the_largest_error_when_cpu_is_exact():
+    first = Numerics(verdict=Verdict.WRONG, max_abs_err=0.427, ratio=None)
+    worse = Numerics(verdict=Verdict.WRONG, max_abs_err=7.48, ratio=None)
+    assert min([first, worse], key=numerics.severity) is worse
+    ratio_worse = Numerics(verdict=Verdict.WRONG, max_abs_err=0.1, ratio=50.0)
+    assert min([ratio_worse, Numerics(verdict=Verdict.WRONG, max_abs_err=1.0, ratio=2.0)],
+               key=numerics.severity) is ratio_worse
+
+
+def test_a_selection_ops_gradient_may_go_to_either_of_tied_values():
+    source = torch.tensor([[3.0, 3.0, 1.0], [2.0, 5.0, 2.0]], dtype=torch.bfloat16)
+    cpu = torch.tensor([[0.5, -1.0, 2.0], [0.25, 1.0, 0.0]], dtype=torch.bfloat16)  # sort's cotangents
+    swapped = cpu[:, [1, 0, 2]].clone()
+    swapped[1] = cpu[1, [2, 1, 0]]  # in each row, the gradients of the tied inputs swapped
+    ref = cpu.double()
+    assert judge([Leaf("g", swapped, cpu, ref, ties=(source, 1))]).verdict is Verdict.CLOSE
+    assert judge([Leaf("g", swapped, cpu, ref)]).verdict is Verdict.WRONG  # without the op's knowledge
+    untied = cpu[:, [2, 1, 0]].clone()  # row 0: the 1.0's gradient moved to a 3.0
+    assert judge([Leaf("g", untied, cpu, ref, ties=(source, 1))]).verdict is Verdict.WRONG

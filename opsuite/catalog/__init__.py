@@ -77,6 +77,16 @@ class Sample:
     # Post-processing applied to outputs before comparison (OpInfo's output_process_fn_grad), e.g. to
     # remove the sign ambiguity of singular vectors.
     output_process: Callable[[Any], Any] = lambda out: out
+    # How its outputs are compared, when the case's default is not right for this sample:
+    # outputs defined by value although the case's are in general not (a random op called with
+    # dropout_p=0, a conversion whose every value is in range);
+    values_defined: bool = False
+    # index outputs that select along this dim of the first argument (sort, topk, max with dim...):
+    # judged by the values they select, so that tied values may come in any order;
+    index_dim: int | None = None
+    # positions (in `pytree.tree_leaves((args, kwargs))`) of tensors that stay on the CPU when the
+    # sample is moved to a device (tensor_split's index tensor): OpInfo makes them there for every device.
+    host_inputs: frozenset[int] = frozenset()
 
 
 class CaseSource(Protocol):

@@ -15,6 +15,7 @@ import unittest
 from typing import Any, Iterable
 
 import torch
+from torch.utils import _pytree as pytree
 
 from opsuite import names
 from opsuite.catalog import DTYPES, Case, Sample, dtype_name
@@ -121,12 +122,18 @@ class OpInfoSource:
 
     def samples(self, case: Case, limit: int | None) -> list[Sample]:
         op = by_name()[case.name]
+        requires_grad = case.direction == "backward"
         torch.manual_seed(SAMPLE_SEED)
-        generated = op.sample_inputs("cpu", case.torch_dtype, requires_grad=case.direction == "backward")
+        generated = list(itertools.islice(op.sample_inputs("cpu", case.torch_dtype, requires_grad=requires_grad),
+                                          limit))
+        host = _host_inputs(op, case.torch_dtype, requires_grad, generated)
+        undefined = self.shape_only_reason(case)
         return [
             Sample(fn=op, args=(s.input, *s.args), kwargs=dict(s.kwargs), label=_describe(s),
-                   output_process=s.output_process_fn_grad)
-            for s in itertools.islice(generated, limit)
+                   output_process=s.output_process_fn_grad,
+                   values_defined=bool(undefined) and _values_defined(op, case.torch_dtype, s),
+                   index_dim=_index_dim(case.name, s), host_inputs=host[i])
+            for i, s in enumerate(generated)
         ]
 
     def shape_only_reason(self, case: Case) -> str | None:
@@ -140,6 +147,95 @@ class OpInfoSource:
 
     def facts(self) -> dict[str, Any]:
         return {"op_db_size": len(op_db()), "op_names": names.alias_table(op_db())}
+
+
+# Ops whose integer outputs are indices into their input along a dim: (position of `dim` among the
+# call's arguments, the input first; its default, None when the op returns no indices without it).
+_SELECTION_DIM: dict[str, tuple[int | None, int | None]] = {
+    "sort": (1, -1), "argsort": (1, -1), "msort": (None, 0), "topk": (2, -1), "kthvalue": (2, -1),
+    "mode": (1, -1), "max.reduction_with_dim": (1, None), "min.reduction_with_dim": (1, None),
+    "median": (1, None), "nanmedian": (1, None), "cummax": (1, None), "cummin": (1, None),
+}
+
+
+def _index_dim(name: str, sample: Any) -> int | None:
+    """The dim along which a selection op's index output selects, or None (no indices, or exact ones).
+
+    A stable sort defines the order of tied values, so its indices are compared as they are.
+    """
+    if name not in _SELECTION_DIM or sample.kwargs.get("stable"):
+        return None
+    position, default = _SELECTION_DIM[name]
+    call = (sample.input, *sample.args)
+    if "dim" in sample.kwargs:
+        dim = sample.kwargs["dim"]
+    elif position is not None and len(call) > position:
+        dim = call[position]
+    else:
+        dim = default
+    return dim if isinstance(dim, int) else None
+
+
+def _values_defined(op: Any, dtype: torch.dtype, sample: Any) -> bool:
+    """Whether this sample's outputs are defined by value although OpInfo calls the op's undefined.
+
+    - a random op called with a dropout probability of 0, or not in training: nothing random is drawn
+      into its result (scaled_dot_product_attention without dropout);
+    - an integer conversion of values that the integer type holds: the overflow that makes a
+      conversion undefined does not happen;
+    - `unique` with `sorted=True`: only the order of an unsorted result is undefined.
+    """
+    kwargs = sample.kwargs
+    if _calls_wrapper_set_seed(op) or getattr(op, "has_nondeterministic_output", False):
+        return kwargs.get("dropout_p", kwargs.get("p")) == 0 or kwargs.get("training") is False
+    reason = (_compare_cpu_skip(op, dtype) or "").lower()
+    if "sorted=false" in reason:
+        return kwargs.get("sorted", True) is not False
+    if "overflow" in reason:
+        return _in_range_of_result(op, sample)
+    return False
+
+
+def _in_range_of_result(op: Any, sample: Any) -> bool:
+    """Every value of the sample's input fits the integer dtype that the op converts it to."""
+    try:
+        with torch.no_grad():
+            out = op(sample.input.detach(), *sample.args, **sample.kwargs)
+    except Exception:  # the CPU rejects the sample: nothing to compare anyway
+        return False
+    if not isinstance(out, torch.Tensor) or out.dtype.is_floating_point or out.dtype.is_complex:
+        return isinstance(out, torch.Tensor)
+    values = sample.input.detach().to(torch.float64)
+    info = torch.iinfo(out.dtype) if out.dtype != torch.bool else None
+    if info is None or not bool(values.isfinite().all()):
+        return info is None and bool(values.isfinite().all())
+    return bool(((values.trunc() >= info.min) & (values.trunc() <= info.max)).all())
+
+
+def _host_inputs(op: Any, dtype: torch.dtype, requires_grad: bool, generated: list[Any]) -> list[frozenset[int]]:
+    """For each generated sample, the positions of the tensors OpInfo keeps on the CPU.
+
+    OpInfo makes a sample for a device with its tensors on that device, except those the op needs on
+    the CPU (tensor_split's indices). Generating the samples for the `meta` device shows which these
+    are without computing anything; when that fails (a sample generator that reads values) or gives
+    other samples, none.
+    """
+    def tensors(sample: Any) -> list[Any]:
+        return [leaf if isinstance(leaf, torch.Tensor) else None
+                for leaf in pytree.tree_leaves(((sample.input, *sample.args), dict(sample.kwargs)))]
+
+    none = [frozenset()] * len(generated)
+    try:
+        metas = list(itertools.islice(op.sample_inputs("meta", dtype, requires_grad=requires_grad), len(generated)))
+    except Exception:  # generators that compute on values cannot run on meta tensors
+        return none
+    found = []
+    for meta, sample in zip(metas, generated):
+        on_meta, on_cpu = tensors(meta), tensors(sample)
+        if len(on_meta) != len(on_cpu) or any((a is None) != (b is None) for a, b in zip(on_meta, on_cpu)):
+            return none
+        found.append(frozenset(j for j, t in enumerate(on_meta) if t is not None and t.device.type == "cpu"))
+    return found + none[len(found):]
 
 
 def _describe(sample: Any) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from opsuite.vocabulary import NOT_APPLICABLE
 
 SHORT_MESSAGE = 100  # characters of an error message kept in a table cell
+COUNTED = ("pass", "fallback", "mismatch")  # statuses whose short note starts with the sample count
 
 
 def _num(value: float | None) -> str:
@@ -53,8 +54,10 @@ def failure_text(cell: dict[str, Any], limit: int | None = None) -> str:
 
 
 def short(cell: dict[str, Any]) -> str:
-    """One line for a table cell: fallback ops, the error (cut short) or the measured error."""
-    parts = []
+    """One line for a table cell: fallback ops, the error (cut short) or the measured error (the worst
+    sample's). A cell whose samples all ran to a verdict starts with how many samples it covers: a pass
+    claims nothing beyond them, and a mismatch's figures are the worst among them."""
+    parts = [sample_count(cell)] if cell["status"] in COUNTED else []
     if cell.get("fallback_ops"):
         parts.append("host: " + ", ".join(cell["fallback_ops"]))
     if cell.get("failure"):
@@ -66,6 +69,22 @@ def short(cell: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
+def sample_count(cell: dict[str, Any]) -> str:
+    """How many samples a cell covers: `all 14 samples`, `2 of 14 samples`, or `2 samples` when the
+    run did not count them (a run of the first few samples, or one from before counts were kept)."""
+    run = cell.get("samples_run", 0)
+    available = cell.get("samples_available")
+    if available is None:
+        return f"{run} sample{'s' if run != 1 else ''}"
+    return f"all {available} samples" if run >= available else f"{run} of {available} samples"
+
+
+def worst_sample(cell: dict[str, Any]) -> str:
+    """The sample the cell's figures or error come from: `sample 3: (Tensor[5, 5]:float32, ...)`."""
+    worst = cell.get("worst_sample")
+    return f"sample {worst['index']}: {worst['label']}" if worst else ""
+
+
 def one_line(cell: dict[str, Any]) -> str:
     """`status: short note` of a cell, for listings."""
     note = short(cell)
@@ -74,7 +93,8 @@ def one_line(cell: dict[str, Any]) -> str:
 
 def details(cell: dict[str, Any]) -> list[tuple[str, str]]:
     """Every note of a cell as (label, text) pairs, in reading order; empty parts left out."""
-    rows = [("status", f"{cell['status']} (stage {cell['stage']})")]
+    count = sample_count(cell)
+    rows = [("status", f"{cell['status']} (stage {cell['stage']})" + (f", {count}" if count else ""))]
     if cell.get("fallback_ops"):
         rows.append(("ran on the host", ", ".join(cell["fallback_ops"])))
     if cell.get("host_syncs"):
@@ -83,6 +103,11 @@ def details(cell: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("error", failure_text(cell)))
     if measured(cell):
         rows.append(("measured", measured(cell)))
+    if worst_sample(cell) and cell["status"] not in ("pass", "skip"):
+        rows.append(("worst sample", worst_sample(cell)))
+    stopped = (cell.get("extra") or {}).get("samples_stopped")
+    if stopped:
+        rows.append(("samples stopped", str(stopped)))
     skip_reason = (cell.get("extra") or {}).get("skip_reason")
     if skip_reason:
         rows.append(("skipped", str(skip_reason)))

@@ -98,6 +98,7 @@ def cells_of(runs: list["Run"], files: list[str]) -> dict[str, dict[str, Any]]:
                                   f"{run.path}); publish one result per case")
             cell = record.to_json()
             del cell["case_id"], cell["backend"]
+            cell.pop("samples", None)  # each sample's result stays in the results file: too long for a table
             cell["extra"] = {k: v for k, v in cell["extra"].items() if k not in _BULKY_EXTRA}
             cell["source"] = {"file": file, "line": run.lines[record.case_id], "run_id": run.header["run_id"]}
             cells[record.case_id] = cell
