@@ -20,7 +20,7 @@ def _schemas():
 
 
 def _real_lines():
-    file = next(ROOT.glob("matrix/xla/*/results/xla-ops.jsonl.gz"))
+    file = next(ROOT.glob("matrix/xla/*/results/*.jsonl.gz"))  # the published xla run, whatever its name
     lines = [json.loads(raw) for raw in gzip.decompress(file.read_bytes()).decode().splitlines()]
     cases = [line for line in lines if line["kind"] == "case"]
     with_failure = next(c for c in cases if c["failure"])
