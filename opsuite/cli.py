@@ -57,6 +57,10 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RESULTS",
                         help="continue a killed run: skip the cases its results file holds, append the others to it "
                              "(backend, kinds, samples, dtypes, directions and -k are the run's own)")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="run part K of N (1 <= K <= N) of the selection, balanced by the case times of the "
+                             "backend's latest snapshot: one part per CI job, Indexed Job pod or array task; "
+                             "`opsuite merge` joins the parts' results")
     for flag, what in _RERUN_FLAGS.items():
         parser.add_argument(flag, action="store_true", help=f"pytest's {flag}: {what}")
     parser.add_argument("pytest_args", nargs="*", help="further pytest arguments, after --, e.g. -- -m 'blocks and backward'")
@@ -81,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from opsuite import backends, pytest_plugin, summary
     from opsuite.pytest_plugin import RESULTS_FAILED_EXIT, WORKER_FAILED_EXIT, check_options
     from opsuite.results import load
+    from opsuite.schedule import Shard
 
     if args.resume:
         _take_resumed_options(args)
@@ -88,6 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         backends.check_available(backend)
         check_options(args.samples, args.dtypes, args.directions, args.case_timeout, args.workers)
+        if args.shard:
+            Shard.parse(args.shard)
         check_choices(_csv(args.kinds or ""), KINDS, "case kind")
     except (backends.BackendError, ValueError) as exc:
         raise UserError(str(exc)) from None
@@ -113,7 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         ("--dtypes", ",".join(chosen.dtypes or ()) or None),
                         ("--directions", ",".join(chosen.directions or ()) or None),
                         ("--op", ",".join(args.op or ()) or None),
-                        ("--case-timeout", args.case_timeout), ("--baseline", args.baseline)):
+                        ("--case-timeout", args.case_timeout), ("--baseline", args.baseline),
+                        ("--shard", args.shard)):
         if value is not None:
             argv += [flag, str(value)]
     for flag in ("update_baseline", "allow_missing"):
@@ -160,7 +168,7 @@ def _take_resumed_options(args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
     options, kinds = header["options"], header["catalog"].get("kinds", ())
     recorded = {"backend": header["backend"], "keyword": options.get("keyword"), "profile": options.get("profile"),
-                "samples": options.get("samples"), "kinds": ",".join(k for k in KINDS if k in kinds) or None,
+                "samples": options.get("samples"), "shard": options.get("shard"), "kinds": ",".join(k for k in KINDS if k in kinds) or None,
                 **{name: ",".join(options[name]) if options.get(name) else None
                    for name in ("dtypes", "directions")}}
     for name, value in recorded.items():
@@ -275,6 +283,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- opsuite merge
+
+def _add_merge(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", type=Path, help="the merged results file to write (.jsonl; must not exist)")
+    parser.add_argument("shards", nargs="+", type=Path, help="the results files of the parts (--shard K/N runs)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="write the merge even when the parts leave cases of the run out (they are listed)")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge the parts of a sharded run into one results file that publishes like a single run."""
+    from opsuite.merge import merge
+
+    merged, missing = merge(args.out, args.shards, args.allow_missing)
+    if missing:
+        print(f"opsuite: warning: {len(missing)} cases of the run are in no part: {', '.join(missing)}",
+              file=sys.stderr)
+    print(f"merged {len(args.shards)} parts: {len(merged.records)} cases of run {merged.header['run_id']} in "
+          f"{args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
@@ -282,6 +312,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "repro": (_add_repro, cmd_repro, "rerun one case in-process with its traceback"),
     "summary": (_add_summary, cmd_summary, "validate results files and print their status tables"),
     **MATRIX_COMMANDS,
+    "merge": (_add_merge, cmd_merge, "join the results files of a run's --shard parts into one"),
     **AUDIT_COMMANDS,
     **NIGHTLY_COMMANDS,
 }

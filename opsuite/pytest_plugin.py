@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 
 import opsuite
-from opsuite import backends, names, profiles, summary
+from opsuite import backends, names, profiles, schedule, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
-from opsuite.matrix import MatrixError, check_writable, notes, publish, snapshot
+from opsuite.matrix import MatrixError, check_writable, find_matrix, notes, publish, snapshot
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load, load_for_resume
@@ -45,6 +45,7 @@ _CATALOG_KEY = pytest.StashKey[dict]()  # what this process collected, for the r
 _FACTS_KEY = pytest.StashKey[dict]()  # the catalog facts the worker reported while collecting
 _FINISHED_KEY = pytest.StashKey[set]()  # under --resume: the case ids the run had finished
 _STARTED_KEY = pytest.StashKey[float]()  # xdist: when the controlling process started its workers
+_SELECTION_KEY = pytest.StashKey[list]()  # under --shard: every case id of the whole run, before the split
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
 WORKER_FAILED_EXIT = 3  # the exit code when the backend's worker cannot start: no case can run
@@ -84,6 +85,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--resume", default=None, metavar="RESULTS",
                     help="continue the killed run of this results file: its finished cases are skipped, the "
                          "others appended under its header (give the run's own selection options)")
+    group.addoption("--shard", default=None, metavar="K/N",
+                    help="run only part K of N (1 <= K <= N), split by the case times of the backend's latest "
+                         "snapshot so that every part takes about as long; `opsuite merge` joins the parts")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -134,10 +138,17 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("backend"):  # the default is checked only once cases actually run
             backends.check_available(backend)
         chosen = _profile(config)
+        if config.getoption("shard"):
+            schedule.Shard.parse(config.getoption("shard"))
         check_options(chosen.samples, config.getoption("dtypes"), config.getoption("directions"),
                       config.getoption("case_timeout"), config.getoption("numprocesses", None))
     except (backends.BackendError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("maxschedchunk", None) is None:
+        # xdist's load scheduling hands each worker a run of consecutive items at first (a quarter of its
+        # share): in a longest-first order that piles the longest cases on one worker. One at a time, each
+        # worker takes the longest case left whenever it is free.
+        config.option.maxschedchunk = 1
     if config.getoption("resume"):
         config.stash[RUN_KEY] = _resumed_run(config, Path(config.getoption("resume")), _selection(config, chosen))
         _configure_baseline(config, config.stash[RUN_KEY]["backend"])
@@ -174,7 +185,8 @@ def _selection(config: pytest.Config, chosen: profiles.Profile) -> dict[str, Any
     """The options that select a run's cases and samples, as its header records them."""
     return {"samples": chosen.samples, "dtypes": list(chosen.dtypes) if chosen.dtypes else None,
             "directions": list(chosen.directions) if chosen.directions else None,
-            "ops": _csv(",".join(config.getoption("op") or ())), "keyword": config.getoption("keyword") or None}
+            "ops": _csv(",".join(config.getoption("op") or ())), "keyword": config.getoption("keyword") or None,
+            "shard": str(schedule.Shard.parse(config.getoption("shard"))) if config.getoption("shard") else None}
 
 
 def _resumed_run(config: pytest.Config, path: Path, selection: dict[str, Any]) -> dict[str, Any]:
@@ -398,6 +410,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     kinds = sorted({getattr(item.module, "CASE_KIND") for item in cases})
     session.config.stash[_CATALOG_KEY] = {"kinds": kinds, "cases": len(cases), "op_db_size": 0,
                                           **session.config.stash.get(_FACTS_KEY, {})}
+    if _SELECTION_KEY in session.config.stash:  # a shard: `opsuite merge` checks the parts cover this
+        session.config.stash[_CATALOG_KEY]["selection"] = session.config.stash[_SELECTION_KEY]
 
 
 def _case_id(item: pytest.Item) -> str | None:
@@ -428,8 +442,35 @@ def _select_ops(config: pytest.Config, items: list[pytest.Item]) -> None:
     items[:] = kept
 
 
+def _schedule(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--shard: keep this part's cases; then order the cases longest first by the times of the backend's
+    latest snapshot (opsuite/schedule.py). Without a snapshot the collection order stays."""
+    case_ids = {item: _case_id(item) for item in items if _case_id(item)}
+    if not case_ids:
+        return
+    run = config.stash[RUN_KEY]
+    try:
+        times = schedule.expected_times(run["backend"], find_matrix())
+    except MatrixError as exc:
+        raise pytest.UsageError(f"{exc} (the case order reads the latest snapshot's case times; name another "
+                                f"matrix with OPSUITE_MATRIX=DIR)") from None
+    expected = schedule.estimate(list(case_ids.values()), times)
+    if run["options"].get("shard"):
+        shard = schedule.Shard.parse(run["options"]["shard"])
+        config.stash[_SELECTION_KEY] = sorted(case_ids.values())
+        mine = set(schedule.split(list(case_ids.values()), expected, shard.count)[shard.index - 1])
+        config.hook.pytest_deselected(items=[item for item in case_ids if case_ids[item] not in mine])
+        items[:] = [item for item in items if item not in case_ids or case_ids[item] in mine]
+    if times:
+        kept = {case_ids[item]: item for item in items if item in case_ids}
+        items[:] = [item for item in items if item not in case_ids] + \
+            [kept[case_id] for case_id in schedule.longest_first(list(kept), expected)]
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: a shard is a part of the final selection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _select_ops(config, items)
+    _schedule(config, items)
     finished = config.stash.get(_FINISHED_KEY, set())
     if finished:  # --resume: what the run finished is recorded already
         done = [item for item in items if _case_id(item) in finished]

@@ -76,7 +76,7 @@ def summarise(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"cases": len(cells), "counts": dict(sorted(counts.items())), "pass_pct": pct}
 
 
-def _difference(a: "Run", b: "Run") -> str:
+def difference(a: "Run", b: "Run") -> str:
     """The identity fields where two runs differ, e.g. `stack.torch_xla '2.9.0' vs '2.10.0'`."""
     ia, ib = stack.identity(a.header), stack.identity(b.header)
     fields = [f"{part}.{name} {ia[part].get(name)!r} vs {ib[part].get(name)!r}"
@@ -127,7 +127,7 @@ def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, 
                               f"{first.backend}, {run.path.name} is {run.backend}; publish them separately")
         if stack.identity(run.header) != stack.identity(first.header):
             raise MatrixError(f"cannot publish results of different stacks together: {first.path.name} and "
-                              f"{run.path.name} differ in {_difference(first, run)}; publish them separately")
+                              f"{run.path.name} differ in {difference(first, run)}; publish them separately")
     cells = cells_of(runs, files)
     header = first.header
     key = stack.key(header)
