@@ -7,9 +7,9 @@ neuronx-cc compile instead, which takes seconds, not XLA:CPU's milliseconds (med
 
     wall_s - compile_s + compiles x C
 
-with C the cost of one neuronx-cc compile (`--compile-cost`, seconds; the tables are printed for each C
-given; C = 0 leaves out compiling altogether, `measured` keeps XLA:CPU's own times). The model assumes a cold compile cache
-(`NEURON_COMPILE_CACHE_URL` empty: every compile is a miss; a warm shared cache turns hits into
+with C the cost of one neuronx-cc compile (`--compile-cost`, seconds; a table for each C given; C = 0
+leaves compiling out altogether, `measured` keeps XLA:CPU's own times). The model assumes a cold compile
+cache (`NEURON_COMPILE_CACHE_URL` empty: every compile is a miss; a warm shared cache turns hits into
 near-zero cost, which only shortens cases) and no cap by `--case-timeout` (cases longer than the
 default 300 s are counted below each table: on Neuron they need a larger budget).
 

@@ -168,7 +168,8 @@ def _take_resumed_options(args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
     options, kinds = header["options"], header["catalog"].get("kinds", ())
     recorded = {"backend": header["backend"], "keyword": options.get("keyword"), "profile": options.get("profile"),
-                "samples": options.get("samples"), "shard": options.get("shard"), "kinds": ",".join(k for k in KINDS if k in kinds) or None,
+                "samples": options.get("samples"), "shard": options.get("shard"),
+                "kinds": ",".join(k for k in KINDS if k in kinds) or None,
                 **{name: ",".join(options[name]) if options.get(name) else None
                    for name in ("dtypes", "directions")}}
     for name, value in recorded.items():

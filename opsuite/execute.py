@@ -354,6 +354,7 @@ def _map_inputs(sample: Sample, fn: Callable[[torch.Tensor], torch.Tensor],
 def _take_counters(record: CaseRecord, backend: Backend) -> None:
     counters = backend.counters()
     record.compiles = counters.compiles
+    record.compile_cache_hits = counters.compile_cache_hits
     record.compile_s = counters.compile_s
     record.device_s = counters.device_s
     record.fallback_ops = counters.fallback_ops

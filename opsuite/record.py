@@ -138,6 +138,7 @@ class CaseRecord:
     host_syncs: list[str] = field(default_factory=list)     # .item()-style syncs, not missing lowerings
     aten_ops: list[str] = field(default_factory=list)       # aten overloads the case dispatches on CPU
     compiles: int | None = None
+    compile_cache_hits: int | None = None  # of the compiles, those a persistent compile cache served; None: unknown
     compile_s: float | None = None
     device_s: float | None = None
     cpu_s: float | None = None

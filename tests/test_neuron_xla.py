@@ -6,7 +6,8 @@ import stat
 import pytest
 
 from opsuite.backends import neuron_tools
-from opsuite.backends.neuron_xla import RETRY_FLAG, NeuronXlaBackend, configure_compile_cache
+from opsuite.backends.neuron_xla import (CACHE_HIT_LOGGER, RETRY_FLAG, CacheHitCounter, NeuronXlaBackend,
+                                         configure_compile_cache)
 
 NEURON_LS_JSON = '[{"neuron_device": 0, "nc_count": 2}, {"neuron_device": 1, "nc_count": 2}]'
 NEURON_LS_TEXT = "instance-type: trn1.32xlarge\ninstance-id: i-0123\n+--------+\n"
@@ -92,3 +93,39 @@ def test_numerics_flags_are_the_effective_compiler_settings(flags, compiler, exp
     facts = neuron_tools.numerics_flags(env, compiler)
     assert {k: facts[k] for k in expected} == expected
     assert (facts["stochastic_rounding"], facts["neuron_cc_flags"]) == ("0", flags)
+
+
+@pytest.fixture
+def cache_hits():
+    """A cache-hit counter installed as the neuron-xla backend installs it; removed afterwards."""
+    import logging
+
+    counter = CacheHitCounter().install()
+    yield counter
+    for logger in (logging.getLogger(CACHE_HIT_LOGGER), logging.getLogger()):
+        logger.removeHandler(counter)
+
+
+def test_compile_cache_hits_are_counted_from_the_wrapper_log(cache_hits, monkeypatch):
+    import logging
+
+    from opsuite.backends.base import Counters
+    from opsuite.backends.xla import XlaBackend
+
+    wrapper = logging.getLogger(CACHE_HIT_LOGGER)  # the compile wrapper of this test double: its log lines only
+    wrapper.info("Using a cached neff at /var/tmp/neuron-compile-cache/neuronx-cc-2.28/MODULE_1+ab/model.neff. "
+                 "Exiting with a successfully compiled graph.")
+    wrapper.info("Compilation Successfully Completed for model.MODULE_2+ab.hlo_module.pb")  # a miss: compiled
+    assert cache_hits.hits == 1  # heard on the wrapper's logger and again on the root one: counted once
+    monkeypatch.setattr(wrapper, "propagate", False)
+    wrapper.info("Using a cached neff at /x/MODULE_3+ab/model.neff")
+    logging.getLogger("libneuronxla.neuron_cc_cache").warning("Using a cached neff at /x/MODULE_4+ab/model.neff")
+    assert cache_hits.hits == 3
+
+    backend = NeuronXlaBackend()
+    backend._cache_hits = cache_hits
+    monkeypatch.setattr(XlaBackend, "counters", lambda self: Counters(compiles=4))
+    monkeypatch.setattr(XlaBackend, "begin_case", lambda self: None)
+    assert backend.counters().compile_cache_hits == 3
+    backend.begin_case()
+    assert backend.counters().compile_cache_hits == 0 and backend.counters().compiles == 4

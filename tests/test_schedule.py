@@ -147,7 +147,8 @@ def test_a_corrupt_snapshot_is_one_clear_error(tmp_path, monkeypatch):
 
 # 32 real cpu cases: enough that xdist's first hand-out would be runs of 4 consecutive items.
 THIRTY_TWO = [f"ops/{name}/float32/forward" for name in (
-    "addmm addmm.decomposed addmv addbmm baddbmm dot vdot bmm mv addr addcmul addcdiv asin asinh atan atan2 atanh allclose broadcast_to broadcast_shapes "
+    "addmm addmm.decomposed addmv addbmm baddbmm dot vdot bmm mv addr addcmul addcdiv asin asinh atan atan2 atanh "
+    "allclose broadcast_to broadcast_shapes "
     "broadcast_tensors block_diag combinations cartesian_prod cdist ceil cholesky cholesky_inverse "
     "cholesky_solve chunk unsafe_chunk clone").split()]
 
@@ -163,7 +164,8 @@ def test_xdist_workers_take_the_longest_cases_first(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "cases/test_ops.py", "--backend", "cpu", "-n", "2", "-v",
                            "-p", "no:cacheprovider", "-k", " or ".join(THIRTY_TWO),
                            "--results", str(tmp_path / "run.jsonl")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, MATRIX_ENV: str(matrix)})
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, MATRIX_ENV: str(matrix)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ran: dict[str, list[str]] = {}
     for line in done.stdout.splitlines():  # "[gw1] [ 4%] PASSED cases/test_ops.py::test_case[ops/...]"

@@ -23,6 +23,7 @@ class Counters:
     """What the backend measured for one case, read after it ran."""
 
     compiles: int | None = None
+    compile_cache_hits: int | None = None  # compiles served from a persistent compile cache, where it can tell
     compile_s: float | None = None
     device_s: float | None = None
     fallback_ops: list[str] = field(default_factory=list)
