@@ -83,7 +83,7 @@ class NeuronBackend(Backend):
     name = "neuron"
     numerics_env = (
         "NEURON_CC_FLAGS", "NEURON_RT_STOCHASTIC_ROUNDING_EN", "NEURON_LOGICAL_NC_CONFIG",
-        "NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES",
+        "NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES", "NEURON_COMPILE_CACHE_URL",
         # Fallback policy and decompositions: which ops run on the device, and how.
         "TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION", "TORCH_NEURONX_FALLBACK_ONLY_FOR_UNIMPLEMENTED_OPS",
         "TORCH_NEURONX_COMPLEX_DECOMPOSE",
