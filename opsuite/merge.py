@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from opsuite.matrix import MatrixError, stack
-from opsuite.matrix.snapshot import difference
+from opsuite.matrix import MatrixError
+from opsuite.matrix.snapshot import stack_difference
 from opsuite.results import SCHEMA_MINOR, SCHEMA_VERSION, ResultsError, Run, load
 from opsuite.schedule import Shard
 
@@ -45,12 +45,10 @@ def check(runs: list[Run]) -> list[str]:
     same = {name: value for name, value in first.header["options"].items() if name not in PER_PART_OPTIONS}
     seen: dict[str, Path] = {}
     for run in runs:
-        if run.backend != first.backend:
-            raise MatrixError(f"{first.path} and {run.path} are different backends ({first.backend} vs "
-                              f"{run.backend}); merge the parts of one run")
-        if stack.identity(run.header) != stack.identity(first.header):
-            raise MatrixError(f"{first.path} and {run.path} are different stacks ({difference(first, run)}); "
-                              f"merge the parts of one run")
+        different = stack_difference(first, run)
+        if different:
+            raise MatrixError(f"cannot merge parts of different {different[0]}: {different[1]}; merge the parts of "
+                              f"one run")
         options = {name: value for name, value in run.header["options"].items() if name not in PER_PART_OPTIONS}
         if options != same:
             name = next(n for n in sorted(options.keys() | same.keys()) if options.get(n) != same.get(n))

@@ -76,7 +76,16 @@ def summarise(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"cases": len(cells), "counts": dict(sorted(counts.items())), "pass_pct": pct}
 
 
-def difference(a: "Run", b: "Run") -> str:
+def stack_difference(a: "Run", b: "Run") -> tuple[str, str] | None:
+    """Why two runs are not one stack, as ("backends" or "stacks", what differs); None when they are."""
+    if a.backend != b.backend:
+        return "backends", f"{a.path.name} is {a.backend}, {b.path.name} is {b.backend}"
+    if stack.identity(a.header) != stack.identity(b.header):
+        return "stacks", f"{a.path.name} and {b.path.name} differ in {_difference(a, b)}"
+    return None
+
+
+def _difference(a: "Run", b: "Run") -> str:
     """The identity fields where two runs differ, e.g. `stack.torch_xla '2.9.0' vs '2.10.0'`."""
     ia, ib = stack.identity(a.header), stack.identity(b.header)
     fields = [f"{part}.{name} {ia[part].get(name)!r} vs {ib[part].get(name)!r}"
@@ -122,12 +131,10 @@ def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, 
     """The snapshot object of results files of one stack; `files` are their names inside the snapshot."""
     first = runs[0]
     for run in runs[1:]:
-        if run.backend != first.backend:
-            raise MatrixError(f"cannot publish results of different backends together: {first.path.name} is "
-                              f"{first.backend}, {run.path.name} is {run.backend}; publish them separately")
-        if stack.identity(run.header) != stack.identity(first.header):
-            raise MatrixError(f"cannot publish results of different stacks together: {first.path.name} and "
-                              f"{run.path.name} differ in {difference(first, run)}; publish them separately")
+        different = stack_difference(first, run)
+        if different:
+            raise MatrixError(f"cannot publish results of different {different[0]} together: {different[1]}; "
+                              f"publish them separately")
     cells = cells_of(runs, files)
     header = first.header
     key = stack.key(header)
