@@ -298,6 +298,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from opsuite.merge import merge
 
     merged, missing = merge(args.out, args.shards, args.allow_missing)
+    _warn(merged.warnings)
     if missing:
         print(f"opsuite: warning: {len(missing)} cases of the run are in no part: {', '.join(missing)}",
               file=sys.stderr)

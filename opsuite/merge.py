@@ -91,8 +91,9 @@ def header(runs: list[Run], run_id: str) -> dict[str, Any]:
 
 
 def merge(out: Path, paths: list[Path], allow_missing: bool = False) -> tuple[Run, list[str]]:
-    """Write the parts' merged results file at `out` (which must not exist); its loaded run and the cases
-    missing (allowed only with `allow_missing`). Raises MatrixError, writing nothing, on bad input."""
+    """Write the parts' merged results file at `out` (which must not exist); its loaded run (with what the
+    reader forgave in the parts as its warnings) and the cases missing (allowed only with `allow_missing`).
+    Raises MatrixError, writing nothing, on bad input."""
     if out.exists():
         raise MatrixError(f"{out} already exists; results files are never overwritten (give a new file)")
     try:
@@ -103,8 +104,8 @@ def merge(out: Path, paths: list[Path], allow_missing: bool = False) -> tuple[Ru
     if missing and not allow_missing:
         shown = ", ".join(missing[:MISSING_SHOWN]) + (f" and {len(missing) - MISSING_SHOWN} more"
                                                       if len(missing) > MISSING_SHOWN else "")
-        raise MatrixError(f"the parts do not cover the run: {len(missing)} cases missing ({shown}); merge every "
-                          f"part, or --allow-missing")
+        raise MatrixError(f"the parts do not cover the run: they miss {len(missing)} of its cases ({shown}); merge "
+                          f"every part, or --allow-missing")
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{runs[0].backend}-{started:%Y%m%d-%H%M%S}-merged-{secrets.token_hex(3)}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,5 +126,6 @@ def merge(out: Path, paths: list[Path], allow_missing: bool = False) -> tuple[Ru
     finally:
         os.unlink(staged)
     merged.path = out
+    merged.warnings = [warning for run in runs for warning in run.warnings]  # e.g. a killed part's torn line
     return merged, missing
 

@@ -89,7 +89,7 @@ def test_merge_refuses_overlapping_parts(tmp_path, parts):
 def test_merge_lists_missing_cases_and_refuses_unless_allowed(tmp_path, parts):
     out = tmp_path / "merged.jsonl"
     _refused(opsuite("merge", str(out), str(parts[0]), cwd=tmp_path), out,
-             "2 cases missing", "ops/mul/float32/forward", "ops/sub/float32/forward", "--allow-missing")
+             "miss 2 of its cases", "ops/mul/float32/forward", "ops/sub/float32/forward", "--allow-missing")
     done = opsuite("merge", str(out), str(parts[0]), "--allow-missing", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "ops/mul/float32/forward, ops/sub/float32/forward" in done.stderr
@@ -136,3 +136,14 @@ def test_shards_of_a_real_run_merge_into_the_plain_run(tmp_path, monkeypatch):
     assert snap["summary"]["cases"] == len(plain.records) and len(snap["runs"]) == 1
     kept = next(matrix.glob("cpu/*/results/*.jsonl.gz"))
     assert gzip.decompress(kept.read_bytes()) == out.read_bytes()
+
+
+def test_a_killed_part_is_merged_only_with_allow_missing(tmp_path, parts):
+    """A part whose last line was torn (its host died mid-write): the case is missing, and said so."""
+    text = parts[1].read_text()
+    parts[1].write_text(text[:-25])  # the last case line cut short, without its newline
+    out = tmp_path / "merged.jsonl"
+    _refused(opsuite("merge", str(out), *map(str, parts), cwd=tmp_path), out, "miss 1 of its cases")
+    done = opsuite("merge", str(out), *map(str, parts), "--allow-missing", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "torn last line dropped" in done.stderr and len(load(out).records) == len(CASES) - 1
