@@ -450,7 +450,7 @@ def _schedule(config: pytest.Config, items: list[pytest.Item]) -> None:
         return
     run = config.stash[RUN_KEY]
     try:
-        times = schedule.expected_times(run["backend"], find_matrix())
+        times = schedule.expected_times(run["backend"], find_matrix(), parse_samples(run["options"]["samples"]))
     except MatrixError as exc:
         raise pytest.UsageError(f"{exc} (the case order reads the latest snapshot's case times; name another "
                                 f"matrix with OPSUITE_MATRIX=DIR)") from None

@@ -45,14 +45,20 @@ def latest_snapshot(backend: str, matrix_dir: Path) -> snapshot.Snapshot | None:
     return max(found, key=lambda snap: snap.order_key, default=None)
 
 
-def expected_times(backend: str, matrix_dir: Path) -> dict[str, float]:
+def expected_times(backend: str, matrix_dir: Path, samples: int | None = None) -> dict[str, float]:
     """Case id -> seconds it took (its record's `wall_s`) in the latest snapshot of `backend`; empty when
-    there is none. Raises MatrixError for a snapshot that cannot be read."""
+    there is none. With `samples` (a run of at most that many samples per case), a case that ran more
+    there counts in proportion: snapshots run every sample, a quick run 2. Raises MatrixError for a
+    snapshot that cannot be read."""
     snap = latest_snapshot(backend, matrix_dir)
     if snap is None:
         return {}
-    return {case_id: float(cell["wall_s"]) for case_id, cell in snap.cells.items()
-            if isinstance(cell.get("wall_s"), (int, float))}
+    times = {}
+    for case_id, cell in snap.cells.items():
+        if isinstance(cell.get("wall_s"), (int, float)):
+            ran = cell.get("samples_run") or 0
+            times[case_id] = cell["wall_s"] * (samples / ran if samples is not None and ran > samples else 1.0)
+    return times
 
 
 def estimate(case_ids: list[str], times: dict[str, float]) -> dict[str, float]:

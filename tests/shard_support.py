@@ -15,9 +15,9 @@ from opsuite.results import ResultsWriter
 
 def write_results(path: Path, times: dict[str, float], backend: str = "cpu", torch: str = "2.13.0",
                   run_id: str = "r1", options: dict | None = None, catalog: dict | None = None,
-                  statuses: dict[str, Status] | None = None) -> Path:
-    """A results file of `backend` whose cases took `times` (case id -> wall_s), all passing unless
-    `statuses` says otherwise."""
+                  statuses: dict[str, Status] | None = None, samples_run: int = 1) -> Path:
+    """A results file of `backend` whose cases took `times` (case id -> wall_s) for `samples_run` samples
+    each, all passing unless `statuses` says otherwise."""
     def header() -> dict:
         return {"run_id": run_id, "backend": backend, "started_at": "2026-01-01T00:00:00+00:00",
                 "stack": {"torch": torch}, "env": {}, "host": {"hostname": f"host-{run_id}"},
@@ -30,7 +30,7 @@ def write_results(path: Path, times: dict[str, float], backend: str = "cpu", tor
     for case_id, seconds in times.items():
         status = (statuses or {}).get(case_id, Status.PASS)
         writer.append(CaseRecord(case_id=case_id, status=status, stage=Stage.DONE, backend=backend,
-                                 samples_run=1, wall_s=seconds), run_id)
+                                 samples_run=samples_run, wall_s=seconds), run_id)
     return path
 
 
@@ -40,11 +40,12 @@ def write_part(path: Path, shard: str, times: dict[str, float], selection: list[
                          catalog={"selection": sorted(selection)}, **kwargs)
 
 
-def matrix_with(tmp_path: Path, *snapshots: tuple[str, dict[str, float]], backend: str = "cpu") -> Path:
+def matrix_with(tmp_path: Path, *snapshots: tuple[str, dict[str, float]], backend: str = "cpu",
+                samples_run: int = 1) -> Path:
     """A matrix holding one snapshot of `backend` per (torch version, case times) given."""
     matrix = tmp_path / "matrix"
     for number, (torch, times) in enumerate(snapshots):
         results = write_results(tmp_path / f"snap-{number}.jsonl", times, backend=backend, torch=torch,
-                                run_id=f"snap-{number}")
+                                run_id=f"snap-{number}", samples_run=samples_run)
         publish.publish([results], matrix)
     return matrix

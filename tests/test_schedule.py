@@ -35,6 +35,13 @@ def test_expected_times_come_from_the_latest_snapshot_of_the_backend(tmp_path):
     assert schedule.expected_times("cpu", tmp_path / "nowhere") == {}
 
 
+def test_expected_times_count_the_samples_a_run_takes(tmp_path):
+    matrix = matrix_with(tmp_path, ("2.13.0", {"ops/add/float32/forward": 10.0}), samples_run=10)
+    assert schedule.expected_times("cpu", matrix) == {"ops/add/float32/forward": 10.0}
+    assert schedule.expected_times("cpu", matrix, samples=2) == {"ops/add/float32/forward": 2.0}
+    assert schedule.expected_times("cpu", matrix, samples=20) == {"ops/add/float32/forward": 10.0}
+
+
 def test_unknown_cases_get_their_kind_median():
     times = {"ops/a/float32/forward": 1.0, "ops/b/float32/forward": 3.0, "ops/c/float32/forward": 8.0,
              "models/m/float32/forward": 50.0}
@@ -87,7 +94,7 @@ class _Item:
 def _fake_session(case_ids, shard=None):
     """A config and items as pytest hands them to the plugin's ordering."""
     config = SimpleNamespace(stash=pytest.Stash(), hook=SimpleNamespace(pytest_deselected=lambda items: None))
-    config.stash[pytest_plugin.RUN_KEY] = {"backend": "cpu", "options": {"shard": shard}}
+    config.stash[pytest_plugin.RUN_KEY] = {"backend": "cpu", "options": {"shard": shard, "samples": "2"}}
     return config, [_Item(case_id) for case_id in case_ids]
 
 
