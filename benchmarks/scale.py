@@ -38,8 +38,9 @@ def _default_snapshot() -> Path:
                key=lambda d: sum(f.stat().st_size for f in (d / "results").glob("*.jsonl.gz")))
 
 
-def synthesise(snapshot_dir: Path, cases: int, dest: Path) -> int:
-    """Write a results file of `cases` cases made from the snapshot's real records; returns its size."""
+def synthesise(snapshot_dir: Path, cases: int, dest: Path, samples: int | None = 2) -> int:
+    """Write a results file of `cases` cases made from the snapshot's real records, each keeping the
+    first `samples` of its per-sample results (None: all); returns the file's size."""
     header, records = None, []
     for file in sorted((snapshot_dir / "results").glob("*.jsonl.gz")):
         for raw in gzip.decompress(file.read_bytes()).decode().splitlines():
@@ -57,6 +58,9 @@ def synthesise(snapshot_dir: Path, cases: int, dest: Path) -> int:
             kind, name, dtype, direction = record["case_id"].split("/")
             record["case_id"] = f"{kind}/{name}.s{copy}/{dtype}/{direction}" if copy else record["case_id"]
             record["run_id"] = header["run_id"]
+            if samples is not None and len(record.get("samples", ())) > samples:
+                record["samples"] = record["samples"][:samples]
+                record["samples_run"] = sum(1 for sample in record["samples"] if sample["status"] != "skip")
             if copy and record["status"] != "skip":
                 record["status"] = STATUSES_ROTATED[(n + copy) % len(STATUSES_ROTATED)]
             out.write(json.dumps(record) + "\n")

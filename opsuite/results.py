@@ -53,7 +53,7 @@ class Run:
     path: Path
     header: dict[str, Any]
     records: list[CaseRecord] = field(default_factory=list)
-    lines: dict[str, int] = field(default_factory=dict)  # case id -> line number, for tracing cells
+    lines: dict[str, int] = field(default_factory=dict)  # case id -> line number of every case read
     warnings: list[str] = field(default_factory=list)    # what the reader forgave, one line each
     torn_at: int | None = None  # byte offset of a dropped torn last line
 
@@ -175,7 +175,7 @@ def _check_header(path: Path, number: int, obj: dict[str, Any], warnings: list[s
 
 
 def _read_line(path: Path, number: int, chunk: bytes, run: Run | None, warnings: list[str],
-               case_validator: Validator) -> Run | None:
+               case_validator: Validator, on_record: Callable[[Run, CaseRecord, int], None] | None) -> Run | None:
     """Take line `number` into the run (made from the header line); returns the run.
 
     Raises _Torn for a last line without its newline (a writer killed mid-line) that does not parse.
@@ -214,15 +214,21 @@ def _read_line(path: Path, number: int, chunk: bytes, run: Run | None, warnings:
                            f"{run.lines[case_id]})")
     for name in _OP_LISTS:  # the same few thousand op names recur in every line: keep one copy of each
         obj[name] = [sys.intern(op) for op in obj.get(name, ())]
-    run.records.append(CaseRecord.from_json(obj))
+    record = CaseRecord.from_json(obj)
+    if on_record is None:
+        run.records.append(record)
+    else:
+        on_record(run, record, number)
     run.lines[case_id] = number
     return run
 
 
-def load(path: str | Path) -> Run:
+def load(path: str | Path, on_record: Callable[[Run, CaseRecord, int], None] | None = None) -> Run:
     """Read and validate a results file, plain or gzip; raises ResultsError with the file, line and reason.
 
-    A torn last line is dropped with a warning in `Run.warnings` (the cases before it load).
+    A torn last line is dropped with a warning in `Run.warnings` (the cases before it load). With
+    `on_record`, each record is handed to it (with its run and line number) as it is read instead of being
+    kept in `Run.records`, so that a large file's records need not all be in memory at once.
     """
     path = Path(path)
     case_validator = _validators()[1]
@@ -233,10 +239,10 @@ def load(path: str | Path) -> Run:
         try:
             for number, chunk in enumerate(handle, start=1):
                 try:
-                    run = _read_line(path, number, chunk, run, warnings, case_validator)
+                    run = _read_line(path, number, chunk, run, warnings, case_validator, on_record)
                 except _Torn:
                     warnings.append(f"{path}:{number}: torn last line dropped (an interrupted write); "
-                                    f"{len(run.records) if run else 0} finished cases before it are loaded")
+                                    f"{len(run.lines) if run else 0} finished cases before it are loaded")
                     if run is not None:
                         run.torn_at = offset
                 offset += len(chunk)

@@ -13,7 +13,7 @@ import functools
 import json
 from collections import defaultdict
 from importlib import resources
-from typing import Any
+from typing import Any, Iterator
 
 from opsuite.matrix import history, index, notes, stack
 from opsuite.matrix.lookup import column_order
@@ -62,24 +62,24 @@ def _script(name: str) -> str:
     return resources.files("opsuite").joinpath("templates", name).read_text()
 
 
-def _rows(snap: Snapshot) -> list[dict[str, Any]]:
-    rows = []
+def _rows(snap: Snapshot) -> Iterator[dict[str, Any]]:
+    """The snapshot page's rows, one per cell, made as the page is written (not all held at once)."""
     for case_id, cell in snap.cells.items():
         kind, name, dtype, direction = split_id(case_id)
-        rows.append({"case_id": case_id, "subject": f"{kind}/{name}", "dtype": dtype, "direction": direction,
-                     "status": cell["status"], "details": notes.details(cell)[1:],
-                     "repro": repro_command(case_id, snap.backend), "aten": " ".join(cell.get("aten_ops", ()))})
-    return rows
+        yield {"case_id": case_id, "subject": f"{kind}/{name}", "dtype": dtype, "direction": direction,
+               "status": cell["status"], "details": notes.details(cell)[1:],
+               "repro": repro_command(case_id, snap.backend), "aten": " ".join(cell.get("aten_ops", ()))}
 
 
-def snapshot_files(snap: Snapshot) -> dict[str, str]:
+def snapshot_files(snap: Snapshot) -> dict[str, str | Iterator[str]]:
     """The snapshot directory's HTML files: `index.html` (stack, summary, a filterable row per cell) and
-    its filter script."""
+    its filter script. The page comes as the chunks of its text, to be written as they are made: a large
+    snapshot's page is hundreds of MB."""
     cells = snap.cells
     cols = columns(cells)
     runs = [{**run, "href": results_href(run["file"])} for run in snap.data["runs"]]
-    page = _environment().get_template("snapshot.html.j2").render(
-        snap=snap.data, runs=runs, rows=_rows(snap), statuses=STATUSES, colors=STATUS_COLORS,
+    page = _environment().get_template("snapshot.html.j2").generate(
+        snap=snap.data, runs=runs, rows=_rows(snap), cases=len(cells), statuses=STATUSES, colors=STATUS_COLORS,
         dtypes=list(dict.fromkeys(d for d, _ in cols)), directions=list(dict.fromkeys(r for _, r in cols)),
         summary=summary_rows(cells), pct=pct, catalog_text=catalog_text, scripts=(NAMES_SCRIPT, SNAPSHOT_SCRIPT))
     return {"index.html": page, **{name: _script(name) for name in (NAMES_SCRIPT, SNAPSHOT_SCRIPT)}}
@@ -208,7 +208,7 @@ def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]]
             [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell)] for key, cell in cells]]
 
 
-def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, str]:
+def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, str | list[str]]:
     """`matrix/index.html` (the search over every subject and stack, the coverage chart, every snapshot
     with its figures) and its script and data files."""
     ordered = sorted(snapshots, key=lambda s: (s.backend, s.order_key), reverse=True)
@@ -216,7 +216,8 @@ def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
         charts=chart(snapshots), snapshots=[{**s.data, "href": snapshot_href(s.data)} for s in ordered],
         statuses=STATUSES, colors=STATUS_COLORS, bar_width=BAR_WIDTH, row_height=ROW_HEIGHT, pct=pct,
         scripts=(SEARCH_DATA, NAMES_SCRIPT, SEARCH_SCRIPT))
-    # JSON.parse of a string literal: browsers parse JSON faster than the same object as script.
-    data = json.dumps(search_data(snapshots, lookup_index), separators=(",", ":"), allow_nan=False)
-    return {"index.html": page, SEARCH_DATA: f"window.OPSUITE_SEARCH = JSON.parse({json.dumps(data)});\n",
+    # JSON.parse of a string literal: browsers parse JSON faster than the same object as script. In
+    # pieces: the data file of a large matrix is tens of MB.
+    data = json.dumps(json.dumps(search_data(snapshots, lookup_index), separators=(",", ":"), allow_nan=False))
+    return {"index.html": page, SEARCH_DATA: ["window.OPSUITE_SEARCH = JSON.parse(", data, ");\n"],
             **{name: _script(name) for name in (NAMES_SCRIPT, SEARCH_SCRIPT)}}
