@@ -39,9 +39,9 @@ def _by_op(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, list]]]:
             # Backends name a fallback with or without its overload (`aten::nonzero`, `aten::scatter_reduce.two`).
             host = op in fell_back or op.partition(".")[0] in fell_back
             ops[op].setdefault(key, array.array("q")).append(2 * number + host)
-    cells = data["cells"]
+    statuses = [cell["status"] for cell in data["cells"].values()]
     for op in sorted(ops):
-        yield op, {key: [[case_ids[n // 2], cells[case_ids[n // 2]]["status"], n % 2] for n in entries]
+        yield op, {key: [[case_ids[n >> 1], statuses[n >> 1], n & 1] for n in entries]
                    for key, entries in ops.pop(op).items()}
 
 

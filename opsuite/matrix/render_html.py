@@ -13,7 +13,7 @@ import functools
 import json
 from collections import defaultdict
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from opsuite.matrix import history, index, notes, stack
 from opsuite.matrix.lookup import column_order
@@ -62,13 +62,26 @@ def _script(name: str) -> str:
     return resources.files("opsuite").joinpath("templates", name).read_text()
 
 
-def _rows(snap: Snapshot) -> Iterator[dict[str, Any]]:
+class _Row(NamedTuple):
+    """A row of the snapshot page (a tuple: the template reads its fields without a failed attribute
+    lookup per field, as a dict would cost, on every one of a large page's rows)."""
+
+    case_id: str
+    subject: str
+    dtype: str
+    direction: str
+    status: str
+    details: list[tuple[str, str]]
+    repro: str
+    aten: str
+
+
+def _rows(snap: Snapshot) -> Iterator[_Row]:
     """The snapshot page's rows, one per cell, made as the page is written (not all held at once)."""
     for case_id, cell in snap.cells.items():
         kind, name, dtype, direction = split_id(case_id)
-        yield {"case_id": case_id, "subject": f"{kind}/{name}", "dtype": dtype, "direction": direction,
-               "status": cell["status"], "details": notes.details(cell)[1:],
-               "repro": repro_command(case_id, snap.backend), "aten": " ".join(cell.get("aten_ops", ()))}
+        yield _Row(case_id, f"{kind}/{name}", dtype, direction, cell["status"], notes.details(cell)[1:],
+                   repro_command(case_id, snap.backend), " ".join(cell.get("aten_ops", ())))
 
 
 def snapshot_files(snap: Snapshot) -> dict[str, str | Iterator[str]]:
@@ -155,36 +168,55 @@ def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
     A row's entry for a stack is [status, passing cells, applicable cells, samples, worst error,
     works since (a version), since uncertain (the oldest stack that tested it), the case shown first,
     cells]; a cell is [dtype/direction, status, samples, short note]. Statuses are indices into
-    `statuses`; 0 stands for a stack that has no case of the subject.
+    `statuses`; 0 stands for a stack that has no case of the subject. `subjects` yields the rows as they
+    are made (a large matrix's are tens of MB, written as they come).
     """
     by_backend: dict[str, list[Snapshot]] = defaultdict(list)
     for snap in sorted(snapshots, key=lambda s: (s.backend, s.order_key)):
         by_backend[snap.backend].append(snap)  # oldest first
     per_subject: dict[str, dict[str, list[tuple[str, dict]]]] = defaultdict(lambda: defaultdict(list))
+    keys: dict[tuple[str, str], str] = {}  # one `dtype/direction` string for all the cells that have it
     for snap in snapshots:
         for case_id, cell in snap.cells.items():
             kind, name, dtype, direction = split_id(case_id)
-            per_subject[f"{kind}/{name}"][snap.id].append((f"{dtype}/{direction}", cell))
+            key = keys.setdefault((dtype, direction), f"{dtype}/{direction}")
+            per_subject[f"{kind}/{name}"][snap.id].append((key, cell))
     columns_ = [snap for backend in sorted(by_backend) for snap in reversed(by_backend[backend])]
     terms = search_terms(lookup_index)
     versions = {snap.id: _short_label(snap.data, named=False) for snap in snapshots}  # under its column's name
-    rows = []
-    for subject in sorted(per_subject):
-        entries: dict[str, list[Any]] = {}
-        for snaps in by_backend.values():
-            timeline: list[tuple[str, str | None]] = []
-            for snap in snaps:
-                cells = per_subject[subject].get(snap.id)
-                timeline.append((snap.id, _subject_status([c for _, c in cells]) if cells else None))
-                if cells:
-                    entries[snap.id] = _entry(cells, timeline, versions)
-        rows.append([subject, terms[subject], [entries.get(snap.id, 0) for snap in columns_]])
+
+    def rows() -> Iterator[list[Any]]:
+        for subject in sorted(per_subject):
+            entries: dict[str, list[Any]] = {}
+            for snaps in by_backend.values():
+                timeline: list[tuple[str, str | None]] = []
+                for snap in snaps:
+                    cells = per_subject[subject].get(snap.id)
+                    timeline.append((snap.id, _subject_status([c for _, c in cells]) if cells else None))
+                    if cells:
+                        entries[snap.id] = _entry(cells, timeline, versions)
+            yield [subject, terms[subject], [entries.get(snap.id, 0) for snap in columns_]]
+
     return {
         "statuses": list(STATUSES),
         "stacks": [{"id": snap.id, "backend": snap.backend, "label": snap.data["label"],
                     "short": _short_label(snap.data), "href": snapshot_href(snap.data)} for snap in columns_],
-        "subjects": rows,
+        "subjects": rows(),
     }
+
+
+def _search_data_script(data: dict[str, Any]) -> Iterator[str]:
+    """search-data.js in pieces, a row at a time: `window.OPSUITE_SEARCH = JSON.parse("<data as JSON>");`
+    (browsers parse JSON faster than the same object as script). Each piece of the JSON is escaped on its
+    own, which gives the same string literal as escaping it whole (escapes are per character)."""
+    def literal(piece: str) -> str:
+        return json.dumps(piece)[1:-1]
+
+    head = json.dumps({**data, "subjects": []}, separators=(",", ":"), allow_nan=False)  # ends `"subjects":[]}`
+    yield 'window.OPSUITE_SEARCH = JSON.parse("' + literal(head[:-2])
+    for number, row in enumerate(data["subjects"]):
+        yield literal(("," if number else "") + json.dumps(row, separators=(",", ":"), allow_nan=False))
+    yield literal("]}") + '");\n'
 
 
 def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]],
@@ -208,7 +240,7 @@ def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]]
             [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell)] for key, cell in cells]]
 
 
-def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, str | list[str]]:
+def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, str | Iterator[str]]:
     """`matrix/index.html` (the search over every subject and stack, the coverage chart, every snapshot
     with its figures) and its script and data files."""
     ordered = sorted(snapshots, key=lambda s: (s.backend, s.order_key), reverse=True)
@@ -216,8 +248,5 @@ def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
         charts=chart(snapshots), snapshots=[{**s.data, "href": snapshot_href(s.data)} for s in ordered],
         statuses=STATUSES, colors=STATUS_COLORS, bar_width=BAR_WIDTH, row_height=ROW_HEIGHT, pct=pct,
         scripts=(SEARCH_DATA, NAMES_SCRIPT, SEARCH_SCRIPT))
-    # JSON.parse of a string literal: browsers parse JSON faster than the same object as script. In
-    # pieces: the data file of a large matrix is tens of MB.
-    data = json.dumps(json.dumps(search_data(snapshots, lookup_index), separators=(",", ":"), allow_nan=False))
-    return {"index.html": page, SEARCH_DATA: ["window.OPSUITE_SEARCH = JSON.parse(", data, ");\n"],
+    return {"index.html": page, SEARCH_DATA: _search_data_script(search_data(snapshots, lookup_index)),
             **{name: _script(name) for name in (NAMES_SCRIPT, SEARCH_SCRIPT)}}

@@ -116,9 +116,9 @@ def read_cells(paths: list[Path], files: list[str]) -> tuple[list["Run"], dict[s
             other = next(r.path for r in runs if record.case_id in r.lines)
             raise MatrixError(f"case {record.case_id} is recorded twice ({other} and {run.path}); "
                               f"publish one result per case")
+        record.samples = []  # each sample's result stays in the results file: too long for a table
         cell = record.to_json()
-        del cell["case_id"], cell["backend"]
-        cell.pop("samples", None)  # each sample's result stays in the results file: too long for a table
+        del cell["case_id"], cell["backend"], cell["samples"]
         cell["extra"] = {k: v for k, v in cell["extra"].items() if k not in _BULKY_EXTRA}
         cell["source"] = {"file": files[len(runs) - 1], "line": line, "run_id": run.header["run_id"]}
         cells[record.case_id] = cell
