@@ -19,7 +19,7 @@ from opsuite.matrix import history, index, notes, stack
 from opsuite.matrix.lookup import column_order
 from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
-from opsuite.vocabulary import STATUS_COLORS, is_name
+from opsuite.vocabulary import NOT_APPLICABLE, STATUS_COLORS, WORKING, is_name
 
 BAR_WIDTH = 480  # px of a full (100 %) bar in the coverage chart
 ROW_HEIGHT = 26
@@ -147,9 +147,9 @@ def _cell_figures(cell: dict[str, Any]) -> tuple[int | None, float | None]:
 
 def _subject_status(cells: list[dict[str, Any]]) -> str:
     """A subject's status on a stack: `pass` when every applicable cell passes, else its worst status."""
-    applicable = [c["status"] for c in cells if c["status"] != "skip"]
+    applicable = [c["status"] for c in cells if c["status"] != NOT_APPLICABLE]
     if not applicable:
-        return "skip"
+        return NOT_APPLICABLE
     return max(applicable, key=STATUSES.index)
 
 
@@ -225,16 +225,16 @@ def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]]
     status) on the stack's backend, oldest first, ending with that stack."""
     cells = sorted(cells, key=lambda kc: column_order(kc[0]))
     status = _subject_status([c for _, c in cells])
-    applicable = [(k, c) for k, c in cells if c["status"] != "skip"]
+    applicable = [(k, c) for k, c in cells if c["status"] != NOT_APPLICABLE]
     figures = [_cell_figures(c) for _, c in cells]
     samples = [n for n, _ in figures if n is not None]
     errors = [e for _, e in figures if e is not None]
     facts = history.timeline_facts(timeline)
-    tested = [label for label, s in timeline if s not in (None, "skip")]
+    tested = [label for label, s in timeline if s not in (None, NOT_APPLICABLE)]
     uncertain = bool(facts["works_since"]) and facts["works_since"] == tested[0]
     # The cell a link opens first: the worst one, where there is something to see.
     first = next((k for k, c in applicable if c["status"] == status), cells[0][0])
-    return [STATUSES.index(status), sum(c["status"] == "pass" for _, c in applicable), len(applicable),
+    return [STATUSES.index(status), sum(c["status"] in WORKING for _, c in applicable), len(applicable),
             sum(samples) if samples else None, max(errors) if errors else None,
             versions.get(facts["works_since"]), uncertain, first,
             [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell)] for key, cell in cells]]
