@@ -32,6 +32,7 @@ SCHEMA_VERSION = 1  # major: a reader refuses a file of a newer major version
 SCHEMA_MINOR = 1    # minor: only adds optional fields, which older readers of the same major version ignore
 GZIP_MAGIC = b"\x1f\x8b"
 _OP_LISTS = ("fallback_ops", "host_syncs", "aten_ops")
+_NUMERICS_WORDS = ("reference_dtype", "worst_output")  # a handful of values, in every case's line
 
 
 class ResultsError(Exception):
@@ -214,6 +215,12 @@ def _read_line(path: Path, number: int, chunk: bytes, run: Run | None, warnings:
                            f"{run.lines[case_id]})")
     for name in _OP_LISTS:  # the same few thousand op names recur in every line: keep one copy of each
         obj[name] = [sys.intern(op) for op in obj.get(name, ())]
+    if obj.get("worst_sample"):  # so do its keys, and a few words of the numerics
+        obj["worst_sample"] = {sys.intern(key): value for key, value in obj["worst_sample"].items()}
+    numerics = obj.get("numerics") or {}
+    for name in _NUMERICS_WORDS:
+        if type(numerics.get(name)) is str:
+            numerics[name] = sys.intern(numerics[name])
     record = CaseRecord.from_json(obj)
     if on_record is None:
         run.records.append(record)

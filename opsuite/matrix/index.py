@@ -10,6 +10,7 @@ version and the cells file's identity, not schema-validated.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Mapping
@@ -74,8 +75,8 @@ def build(snapshots: list[Snapshot]) -> dict[str, Any]:
     }
 
 
-def files(built: dict[str, Any]) -> dict[str, str | list[str]]:
-    """The index's two files (name -> text) of a `build` result; the cells file's text as its lines.
+def files(built: dict[str, Any]) -> dict[str, str | Iterator[str]]:
+    """The index's two files (name -> text) of a `build` result; the cells file's text line by line.
 
     A line of the cells file is `[subject, {snapshot number: {dtype/direction: [status, short note,
     file:line, run id]}}, {aten op: [dtype/direction, ...]}]`; the last maps each aten op the subject's
@@ -84,21 +85,25 @@ def files(built: dict[str, Any]) -> dict[str, str | list[str]]:
     """
     import hashlib  # here: a reader of the index need not import it
 
-    lines, offsets, position, body = [], {}, 0, hashlib.sha256()
-    for subject, per_snapshot in built["subjects"].items():
-        line = _compact([subject, per_snapshot, built["dispatched"].get(subject, {})]) + "\n"
+    def lines() -> Iterator[str]:
+        for subject, per_snapshot in built["subjects"].items():
+            yield _compact([subject, per_snapshot, built["dispatched"].get(subject, {})]) + "\n"
+
+    # Two passes over the lines, not a list of them: the first gives each one's place and the file's
+    # build id (its header line comes first), the second writes them. A large matrix's are tens of MB.
+    offsets, position, body = {}, 0, hashlib.sha256()
+    for subject, line in zip(built["subjects"], lines()):
         encoded = line.encode()
         body.update(encoded)
         offsets[subject] = [position, len(encoded)]
         position += len(encoded)
-        lines.append(line)
     build_id = body.hexdigest()[:16]
     header = _compact({"format": FORMAT + "-cells", "build": build_id}) + "\n"
     skip = len(header.encode())
     index = {"format": FORMAT, "schema_version": VERSION, "build": build_id, "snapshots": built["snapshots"],
              "subjects": {s: [start + skip, length] for s, (start, length) in offsets.items()},
              "names": built["names"], "aten": built["aten"]}
-    return {FILE: _compact(index) + "\n", CELLS_FILE: [header, *lines]}
+    return {FILE: _compact(index) + "\n", CELLS_FILE: itertools.chain([header], lines())}
 
 
 class Cells(Mapping):
