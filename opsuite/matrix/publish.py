@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 from opsuite.matrix import MatrixError, index, op_cells, render_html, render_md, snapshot
 from opsuite.matrix.snapshot import Snapshot
+from opsuite.results import collector_paused
 
 STAGING_PREFIX = ".publish-"
 KEEP_MARKER = "KEPT-AFTER-FAILED-UNDO"
@@ -190,6 +191,11 @@ def _check_replace(old: Snapshot, new: dict, replace: bool) -> None:
 
 def publish(results: list[str | Path], matrix: Path, replace: bool = False) -> Snapshot:
     """Publish results files of one stack as a snapshot under `matrix`; returns the published snapshot."""
+    with collector_paused():
+        return _publish(results, matrix, replace)
+
+
+def _publish(results: list[str | Path], matrix: Path, replace: bool) -> Snapshot:
     paths = [Path(p) for p in results]
     if not paths:
         raise MatrixError("no results file given")
@@ -223,6 +229,11 @@ def publish(results: list[str | Path], matrix: Path, replace: bool = False) -> S
 
 def reindex(matrix: Path) -> list[Snapshot]:
     """Rewrite every snapshot's pages and the top-level files from the snapshots' JSON (same atomicity)."""
+    with collector_paused():
+        return _reindex(matrix)
+
+
+def _reindex(matrix: Path) -> list[Snapshot]:
     if not matrix.is_dir():
         raise MatrixError(f"no matrix directory at {matrix}")
     with _staging(matrix) as staging:
