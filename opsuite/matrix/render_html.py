@@ -15,7 +15,7 @@ from collections import defaultdict
 from importlib import resources
 from typing import Any, Iterator, NamedTuple
 
-from opsuite.matrix import history, index, notes, stack
+from opsuite.matrix import caveats, history, index, notes, stack
 from opsuite.matrix.lookup import column_order
 from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
@@ -80,7 +80,9 @@ def _rows(snap: Snapshot) -> Iterator[_Row]:
     """The snapshot page's rows, one per cell, made as the page is written (not all held at once)."""
     for case_id, cell in snap.cells.items():
         kind, name, dtype, direction = split_id(case_id)
-        yield _Row(case_id, f"{kind}/{name}", dtype, direction, cell["status"], notes.details(cell)[1:],
+        said = [(f"caveat {n}", c["reason"]) for n, c in enumerate(snap.caveats, start=1)
+                if caveats.reasons([c], case_id)]
+        yield _Row(case_id, f"{kind}/{name}", dtype, direction, cell["status"], notes.details(cell)[1:] + said,
                    repro_command(case_id, snap.backend), " ".join(cell.get("aten_ops", ())))
 
 
@@ -92,7 +94,7 @@ def snapshot_files(snap: Snapshot) -> dict[str, str | Iterator[str]]:
     cols = columns(cells)
     runs = [{**run, "href": results_href(run["file"])} for run in snap.data["runs"]]
     page = _environment().get_template("snapshot.html.j2").generate(
-        snap=snap.data, runs=runs, rows=_rows(snap), cases=len(cells), statuses=STATUSES, colors=STATUS_COLORS,
+        snap=snap.data, runs=runs, rows=_rows(snap), caveats=caveats.matched(snap.caveats, cells), cases=len(cells), statuses=STATUSES, colors=STATUS_COLORS,
         dtypes=list(dict.fromkeys(d for d, _ in cols)), directions=list(dict.fromkeys(r for _, r in cols)),
         summary=summary_rows(cells), pct=pct, catalog_text=catalog_text, scripts=(NAMES_SCRIPT, SNAPSHOT_SCRIPT))
     return {"index.html": page, **{name: _script(name) for name in (NAMES_SCRIPT, SNAPSHOT_SCRIPT)}}
