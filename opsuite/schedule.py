@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opsuite.matrix import snapshot
+from opsuite.vocabulary import parse_case_id
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,10 @@ def estimate(case_ids: list[str], times: dict[str, float]) -> dict[str, float]:
         return dict.fromkeys(case_ids, 1.0)
     by_kind: dict[str, list[float]] = {}
     for case_id, seconds in times.items():
-        by_kind.setdefault(case_id.split("/", 1)[0], []).append(seconds)
+        by_kind.setdefault(parse_case_id(case_id).kind, []).append(seconds)
     overall = statistics.median(times.values())
     medians = {kind: statistics.median(values) for kind, values in by_kind.items()}
-    return {case_id: times[case_id] if case_id in times else medians.get(case_id.split("/", 1)[0], overall)
+    return {case_id: times[case_id] if case_id in times else medians.get(parse_case_id(case_id).kind, overall)
             for case_id in case_ids}
 
 
