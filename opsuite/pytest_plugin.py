@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 import opsuite
-from opsuite import backends, names, profiles, summary
+from opsuite import backends, names, profiles, ray_executor, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
 from opsuite.matrix import MatrixError, check_writable, notes, publish, snapshot
@@ -84,6 +84,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--resume", default=None, metavar="RESULTS",
                     help="continue the killed run of this results file: its finished cases are skipped, the "
                          "others appended under its header (give the run's own selection options)")
+    group.addoption("--executor", default="local", choices=ray_executor.EXECUTORS,
+                    help="where cases run: local (this process's case worker, or xdist's under -n) or ray (one "
+                         "case worker per NeuronCore or CPU of a Ray cluster; pip install 'opsuite[ray]')")
+    group.addoption("--address", default=None,
+                    help="with --executor ray: the Ray cluster to join (host:port, or 'auto' on a node of a "
+                         "cluster started with `ray start`); default: a local Ray instance on 127.0.0.1")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -136,6 +142,8 @@ def pytest_configure(config: pytest.Config) -> None:
         chosen = _profile(config)
         check_options(chosen.samples, config.getoption("dtypes"), config.getoption("directions"),
                       config.getoption("case_timeout"), config.getoption("numprocesses", None))
+        ray_executor.check_executor(config.getoption("executor"), config.getoption("address"),
+                                    config.getoption("numprocesses", None))
     except (backends.BackendError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("resume"):
@@ -156,7 +164,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "opsuite": {"version": opsuite.__version__, "commit": _git_commit()},
         "options": {"profile": chosen.name, **_selection(config, chosen),
                     "case_timeout_s": config.getoption("case_timeout"),
-                    "workers": config.getoption("numprocesses", None)},
+                    "workers": config.getoption("numprocesses", None), "executor": config.getoption("executor")},
     }
     _configure_baseline(config, backend)
 
@@ -322,9 +330,12 @@ class CaseSession:
             backends.check_available(self.run["backend"])
         except backends.BackendError as exc:
             pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
-        self.runner = IsolatedRunner(
-            WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"])),
-            case_timeout_s=self.run["options"]["case_timeout_s"])
+        worker = WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"]))
+        timeout = self.run["options"]["case_timeout_s"]
+        # Under Ray, records are written as they come back from the cluster, not when pytest reaches them.
+        self.on_ray = config.getoption("executor") == "ray"
+        self.runner = ray_executor.RayRunner(worker, timeout, config.getoption("address"), self._record) \
+            if self.on_ray else IsolatedRunner(worker, case_timeout_s=timeout)
         self.writer = ResultsWriter(Path(self.run["results"]), self._header)
         self.baseline = config.stash.get(BASELINE_KEY, None)
         self.started = time.monotonic()
@@ -338,6 +349,7 @@ class CaseSession:
             "started_at": self.run["started_at"],
             "stack": hello.get("stack", {}),
             "env": hello.get("env", {}),
+            **({"nodes": hello["nodes"]} if "nodes" in hello else {}),  # the Ray nodes, each with its stack
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                      "python": platform.python_version(), "cpus": os.cpu_count(), "user": getpass.getuser()},
             "opsuite": self.run["opsuite"],
@@ -345,16 +357,21 @@ class CaseSession:
             "options": self.run["options"],
         }
 
+    def _record(self, record: CaseRecord) -> None:
+        """Append a finished case to the results file (a full disk stops the run)."""
+        try:
+            self.writer.append(record, self.run["run_id"])
+        except ResultsError as exc:  # a full disk: stop; every case finished before is whole in the file
+            pytest.exit(str(exc), returncode=RESULTS_FAILED_EXIT)
+
     def check(self, case_id: str) -> CaseRecord:
         """Run one case, record it, and turn it into a pytest outcome."""
         try:
             record = self.runner.run(case_id)
         except WorkerStartError as exc:
             pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
-        try:
-            self.writer.append(record, self.run["run_id"])
-        except ResultsError as exc:  # a full disk: stop; every case finished before is whole in the file
-            pytest.exit(str(exc), returncode=RESULTS_FAILED_EXIT)
+        if not self.on_ray:
+            self._record(record)
         if record.status is Status.PASS:
             return record
         reason = notes.short(record.to_json())
@@ -398,6 +415,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     kinds = sorted({getattr(item.module, "CASE_KIND") for item in cases})
     session.config.stash[_CATALOG_KEY] = {"kinds": kinds, "cases": len(cases), "op_db_size": 0,
                                           **session.config.stash.get(_FACTS_KEY, {})}
+    case_session = session.config.stash.get(_SESSION_KEY, None)
+    if case_session is not None and case_session.on_ray:  # the cluster starts on the cases in this order
+        case_session.runner.plan([_case_id(item) for item in cases])
 
 
 def _case_id(item: pytest.Item) -> str | None:
