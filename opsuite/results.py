@@ -29,7 +29,7 @@ from opsuite.record import CaseRecord
 from opsuite.schema_check import Validator
 
 SCHEMA_VERSION = 1  # major: a reader refuses a file of a newer major version
-SCHEMA_MINOR = 1    # minor: only adds optional fields, which older readers of the same major version ignore
+SCHEMA_MINOR = 2    # minor: only adds optional fields, which older readers of the same major version ignore
 GZIP_MAGIC = b"\x1f\x8b"
 _OP_LISTS = ("fallback_ops", "host_syncs", "aten_ops")
 
