@@ -8,6 +8,7 @@ run in file order: the node-loss test removes a node, so it comes last.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,6 +116,28 @@ def test_the_cluster_listens_on_loopback_only(cluster):
             continue
     assert any("gcs_server" in where for sockets in listening.values() for where in sockets)  # it sees them
     assert set(listening) <= LOOPBACK, listening
+
+
+def test_a_killed_driver_keeps_what_came_back_and_resume_finishes_the_run(cluster, tmp_path):
+    results = tmp_path / "killed.jsonl"
+    ray = ["--executor", "ray", "--address", cluster.address]
+    proc = subprocess.Popen([sys.executable, "-m", "opsuite.cli", "run", *COMPILED, *ray, "--results", str(results)],
+                            cwd=tmp_path, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not results.exists() or results.read_bytes().count(b"\n") < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, and nothing of the cluster
+    proc.wait()
+    before = load(results)
+    assert 2 <= len(before.records) < 7
+
+    done = _opsuite("--resume", str(results), *ray, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = load(results)
+    assert after.header == before.header
+    assert after.records[:len(before.records)] == before.records
+    assert len(after.records) == 7
 
 
 def test_a_node_lost_mid_run_has_its_cases_retried_on_the_other(cluster, tmp_path):
