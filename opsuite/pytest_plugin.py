@@ -45,6 +45,7 @@ _CATALOG_KEY = pytest.StashKey[dict]()  # what this process collected, for the r
 _FACTS_KEY = pytest.StashKey[dict]()  # the catalog facts the worker reported while collecting
 _FINISHED_KEY = pytest.StashKey[set]()  # under --resume: the case ids the run had finished
 _STARTED_KEY = pytest.StashKey[float]()  # xdist: when the controlling process started its workers
+_REFUSED_KEY = pytest.StashKey[str]()  # --executor ray: why the cluster cannot run the cases (said after collection)
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
 WORKER_FAILED_EXIT = 3  # the exit code when the backend's worker cannot start: no case can run
@@ -266,10 +267,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         facts = catalog.facts()
     else:
         session = _case_session(metafunc.config)
+        if _REFUSED_KEY in metafunc.config.stash:
+            metafunc.parametrize("case_id", [])
+            return
         try:
             ids, facts = session.runner.cases(request)
         except WorkerStartError as exc:
-            pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
+            if not session.on_ray:
+                pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
+            # pytest shows an exit raised while collecting as a collection error, cut short: the reason (no
+            # cluster, nodes of two stacks) is said whole once collection is over, before any case runs
+            metafunc.config.stash[_REFUSED_KEY] = str(exc)
+            metafunc.parametrize("case_id", [])
+            return
         _say(metafunc.config, f"{len(ids)} {kind} cases, {time.monotonic() - session.started:.0f} s after the "
                               "case worker started")
     metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
@@ -314,9 +324,11 @@ def _case_session(config: pytest.Config) -> "CaseSession":
     """This process's case session, made (and its worker started) when it is first needed."""
     if _SESSION_KEY not in config.stash:
         session = config.stash[_SESSION_KEY] = CaseSession(config)
-        _say(config, f"starting the {session.run['backend']} case worker: it imports the stack and builds the "
+        workers = "case workers, one per slot of the Ray cluster" if session.on_ray else "case worker"
+        _say(config, f"starting the {session.run['backend']} {workers}: each imports the stack and builds the "
                      "catalog (a minute or so)")
-        session.runner.start()
+        if not session.on_ray:  # Ray's runner joins the cluster when first asked for cases, and fails there
+            session.runner.start()
     return config.stash[_SESSION_KEY]
 
 
@@ -409,6 +421,8 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Record what was selected, for the run header: kinds, case count, the catalog's facts (op_db size)."""
+    if _REFUSED_KEY in session.config.stash:
+        pytest.exit(session.config.stash[_REFUSED_KEY], returncode=WORKER_FAILED_EXIT)
     cases = [item for item in session.items if "case_id" in getattr(item, "fixturenames", ())]
     if not cases:
         return

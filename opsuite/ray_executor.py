@@ -154,11 +154,14 @@ class RayRunner:
         import ray
 
         if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False, logging_level=logging.ERROR)
-            else:
-                ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR)
+            try:
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False, logging_level=logging.ERROR)
+                else:
+                    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.ERROR)
+            except ConnectionError as exc:  # no cluster at that address
+                raise WorkerStartError(f"cannot join the Ray cluster at {self.address}: {exc}") from None
         options = slot_options(self.config.backend)
         unit = next(iter(options.get("resources", {"CPU": 1})))
         count = int(ray.cluster_resources().get(unit, 0))
@@ -175,9 +178,9 @@ class RayRunner:
         The first call checks that every slot runs the same stack; WorkerStartError when they do not, or
         when a slot cannot start.
         """
+        self.start()  # first: a local instance's loopback setting must precede the import of ray
         import ray
 
-        self.start()
         refs = [slot.actor.cases.remote(request) for slot in self._slots]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=STARTUP_TIMEOUT_S)
         if len(ready) < len(refs):

@@ -1,5 +1,6 @@
 """The Ray executor's refusals and records, without a cluster (these run in every environment)."""
 
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 from opsuite import ray_executor
 from opsuite.isolation import WorkerConfig, WorkerStartError
 from opsuite.record import Status
+from opsuite.results import load
 
 NODES = [{"node_id": "a1" * 28, "hostname": "trn-a", "address": "10.0.0.1", "slots": 32,
           "stack": {"torch": "2.13.0", "neuronx_cc": "2.28", "instance_type": "trn2.48xlarge"}},
@@ -39,6 +41,28 @@ def test_without_ray_the_executor_names_the_extra_to_install(tmp_path):
 def test_what_cannot_run_is_refused_in_one_line(args, message, tmp_path):
     done = _opsuite_run(*args, "--results", str(tmp_path / "r.jsonl"))
     assert (done.returncode, done.stderr.splitlines()) == (2, [f"opsuite: {message}"])
+
+
+@pytest.mark.main
+def test_without_an_address_a_ray_instance_of_its_own_on_loopback_runs_the_cases(tmp_path):
+    results = tmp_path / "r.jsonl"
+    done = _opsuite_run("--executor", "ray", "--kinds", "ops", "--dtypes", "float32", "--directions", "forward",
+                        "-k", "ops/add/ or ops/sub/", "--results", str(results))
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = load(results)
+    assert {r.case_id: r.status.value for r in run.records} == {"ops/add/float32/forward": "pass",
+                                                              "ops/sub/float32/forward": "pass"}
+    [node] = run.header["nodes"]
+    assert (node["address"], node["slots"]) == ("127.0.0.1", os.cpu_count())  # one case worker per CPU
+
+
+@pytest.mark.main
+def test_no_cluster_at_the_address_is_said_in_one_line_before_any_case(tmp_path):
+    done = _opsuite_run("--executor", "ray", "--address", "auto", "--results", str(tmp_path / "r.jsonl"))
+    assert done.returncode == 3, done.stdout + done.stderr
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "cannot join" in line]
+    assert len(said) == 1 and "cannot join the Ray cluster at auto: " in said[0], done.stdout + done.stderr
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_nodes_that_disagree_name_each_differing_field():
