@@ -163,11 +163,17 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         for snapshot_id, cells in itertools.groupby(entry["cells"], key=lambda c: c["snapshot"]):
             cells = list(cells)
             print(f"\n  {cells[0]['backend']}: {cells[0]['stack']}  [{snapshot_id}]")
-            rows = [[c["dtype"], c["direction"], c["status"], c["note"], c["source"]] for c in cells]
+            said = list(dict.fromkeys(r for c in cells for r in c.get("caveats", ())))
+            rows = [[c["dtype"], c["direction"], c["status"],
+                     c["note"] + "".join(f" (caveat {said.index(r) + 1})" for r in c.get("caveats", ())), c["source"]]
+                    for c in cells]
             # Notes are cut to 100 characters already; no wrapping or number parsing: they cost more
             # than the rest of a lookup when a packet selects many subjects.
             table = tabulate(rows, headers=["dtype", "direction", "status", "notes", "source"], disable_numparse=True)
             print(textwrap.indent(table, "    "))
+            for number, reason in enumerate(said, start=1):
+                print(textwrap.fill(reason, width=110, initial_indent=f"    caveat {number}: ",
+                                    subsequent_indent="      "))
         print()
     if len(shown) < len(matches):
         print(f"... and {len(matches) - len(shown)} more subjects (--limit 0 shows all)")

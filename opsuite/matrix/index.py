@@ -44,6 +44,8 @@ def build(snapshots: list[Snapshot]) -> dict[str, Any]:
         data = snap.data
         entries.append({k: data[k] for k in ("id", "backend", "key", "label", "versions", "started_at",
                                               "published_at", "summary")})
+        if snap.caveats:
+            entries[-1]["caveats"] = snap.caveats
         for run in data["runs"]:
             for term, targets in (run.get("catalog") or {}).get("op_names", {}).items():
                 op_names[term].update(targets)

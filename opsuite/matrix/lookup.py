@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsuite import names
-from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, index as lookup_index, stack
+from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, caveats, index as lookup_index, stack
 
 
 @dataclass
@@ -119,9 +119,13 @@ def rows(match: Match, index: dict[str, Any], order: list[str]) -> list[dict[str
                 continue
             status, note, source, run_id = per_snapshot[number][key]
             dtype, direction = key.split("/")
-            out.append({"backend": snap["backend"], "snapshot": snap["id"], "stack": snap["label"],
-                        "dtype": dtype, "direction": direction, "status": status, "note": note,
-                        "source": source, "run_id": run_id})
+            row = {"backend": snap["backend"], "snapshot": snap["id"], "stack": snap["label"],
+                   "dtype": dtype, "direction": direction, "status": status, "note": note,
+                   "source": source, "run_id": run_id}
+            said = caveats.reasons(snap.get("caveats", []), f"{match.subject}/{key}")
+            if said:
+                row["caveats"] = said
+            out.append(row)
     return out
 
 

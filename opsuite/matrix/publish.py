@@ -216,7 +216,7 @@ def reindex(matrix: Path) -> list[Snapshot]:
         snapshots = snapshot.load_all(matrix)
         moves = []
         for number, snap in enumerate(snapshots):
-            pages = Snapshot(staging / f"pages-{number}", snap.data)
+            pages = Snapshot(staging / f"pages-{number}", snap.data, snap.caveats)
             pages.path.mkdir()
             moves += [(pages.path / name, snap.path / name) for name in write_snapshot_pages(pages)]
         for name, text in derived_files(snapshots).items():

@@ -10,7 +10,7 @@ from typing import Any
 from tabulate import tabulate
 
 from opsuite import vocabulary
-from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, notes
+from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, caveats, notes
 from opsuite.matrix.snapshot import Snapshot, category, split_id
 
 STATUSES = vocabulary.STATUSES
@@ -74,10 +74,24 @@ def summary_table(cells: dict[str, dict[str, Any]]) -> str:
                     floatfmt=".1f", missingval="-")
 
 
-def _cell_text(cell: dict[str, Any], run_number: dict[str, int]) -> str:
+def _cell_text(cell: dict[str, Any], run_number: dict[str, int], caveat_numbers: list[int]) -> str:
     note = notes.short(cell)
     ref = f"⟨{run_number[cell['source']['run_id']]}:{cell['source']['line']}⟩"
-    return f"**{cell['status']}**" + (f" {md(note)}" if note else "") + f" {ref}"
+    marks = "".join(f" (caveat {n})" for n in caveat_numbers)
+    return f"**{cell['status']}**" + (f" {md(note)}" if note else "") + f" {ref}{marks}"
+
+
+def caveats_section(snap: Snapshot) -> list[str]:
+    """The snapshot's caveats (`caveats.py`), numbered, each with the cells it covers; [] without any."""
+    if not snap.caveats:
+        return []
+    out = ["## Caveats", "",
+           "What is known about these cells that the run could not know (a rule or the harness changed since; "
+           "a re-run is pending). The cells are as measured; each one covered is marked (caveat N).", ""]
+    for number, (caveat, covered) in enumerate(caveats.matched(snap.caveats, snap.cells), start=1):
+        shown = ", ".join(f"`{c}`" for c in covered[:12]) + (f" and {len(covered) - 12} more" if len(covered) > 12 else "")
+        out.append(f"{number}. {md(caveat['reason'])} ({len(covered)} cells: {shown})")
+    return out + [""]
 
 
 def snapshot_page(snap: Snapshot) -> str:
@@ -100,8 +114,9 @@ def snapshot_page(snap: Snapshot) -> str:
     out += [tabulate(runs, headers=["#", "results file", "run id", "started", "cases", "catalog", "opsuite commit",
                                     "options"], tablefmt="github"), "",
             "## Summary by category and status", "",
-            summary_table(cells),
-            "", "## Cells", "",
+            summary_table(cells), "",
+            *caveats_section(snap),
+            "## Cells", "",
             "One row per subject, one column per dtype and direction. A cell gives the status, then what ran on "
             "the host, the stage and error (`[category/code] type: message`) or the measured error "
             "(ratio of the device's error to CPU's, max abs err), then ⟨run:line⟩: the line of the results "
@@ -110,7 +125,8 @@ def snapshot_page(snap: Snapshot) -> str:
     grid: dict[tuple[str, str], dict[tuple[str, str], str]] = defaultdict(dict)
     for case_id, cell in cells.items():
         kind, name, dtype, direction = split_id(case_id)
-        grid[(kind, name)][(dtype, direction)] = _cell_text(cell, run_number)
+        numbers = [n for n, c in enumerate(snap.caveats, start=1) if caveats.reasons([c], case_id)]
+        grid[(kind, name)][(dtype, direction)] = _cell_text(cell, run_number, numbers)
     rows = [[f"{md(kind)}/{md(name)}", *(row.get(col, "") for col in cols)] for (kind, name), row in sorted(grid.items())]
     out += [pipe_table(["subject", *(f"{d} {r}" for d, r in cols)], rows), ""]
     failed = [(case_id, cell) for case_id, cell in cells.items() if cell.get("failure")]

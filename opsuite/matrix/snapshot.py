@@ -12,7 +12,7 @@ import functools
 import glob
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +30,12 @@ _BULKY_EXTRA = ("stderr_tail", "traceback")
 
 @dataclass
 class Snapshot:
-    """A loaded snapshot: its directory and its validated JSON object."""
+    """A loaded snapshot: its directory, its validated JSON object and its maintainer's caveats
+    (`caveats.py`; they go with the directory, so a re-run published in its place has none)."""
 
     path: Path
     data: dict[str, Any]
+    caveats: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -186,7 +188,9 @@ def load(path: str | Path) -> Snapshot:
     except json.JSONDecodeError as exc:
         raise MatrixError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno}); the file is corrupt") from None
     validate(data, str(file))
-    return Snapshot(directory, data)
+    from opsuite.matrix import caveats
+
+    return Snapshot(directory, data, caveats.load(directory, data["cells"]))
 
 
 def resolve(ref: str, matrix: Path) -> Path:
