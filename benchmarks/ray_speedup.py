@@ -4,7 +4,9 @@ The same selection (float32 forward cases of one backend) is run three ways in t
 fresh `opsuite run` (imports and catalog builds included): one worker (no -n), `-n 2`, and `--executor ray`
 (a local Ray instance on 127.0.0.1 with one case worker per CPU). `--repeat` rounds (default 1); the ratios
 are those of the medians. It also checks that the three runs recorded the same statuses.
-Usage (main environment, with Ray): python benchmarks/ray_speedup.py [--backend cpu] [--samples 2]
+The default backend is `inductor` (torch.compile on the CPU): like Neuron's, its cases are compile-bound,
+seconds each, which is the work a cluster spreads; `cpu` cases take milliseconds, so start-up dominates.
+Usage (main environment, with Ray): python benchmarks/ray_speedup.py [--backend inductor] [--samples 2]
 [--repeat 1] [-k EXPR]
 """
 
@@ -37,7 +39,7 @@ def run_opsuite(backend: str, samples: str, keyword: str | None, way: list[str],
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="cpu")
+    parser.add_argument("--backend", default="inductor")
     parser.add_argument("--samples", default="2")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the three runs (default 1)")
     parser.add_argument("-k", dest="keyword", help="restrict to cases matching a pytest -k expression")
