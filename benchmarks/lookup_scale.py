@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, index, snapshot  # noqa: E402
+from opsuite.matrix.publish import write_text  # noqa: E402
 from opsuite.matrix.snapshot import Snapshot  # noqa: E402
 
 KEYS = [f"{dtype}/{direction}" for dtype in DTYPE_ORDER for direction in DIRECTION_ORDER[:2]]
@@ -111,7 +112,7 @@ def main() -> int:
         snaps = synthesise(template, args.snapshots, args.cases)
         started = time.perf_counter()
         for name, text in index.files(index.build(snaps)).items():
-            (matrix / name).write_text(text)
+            write_text(matrix / name, text)
         built = time.perf_counter() - started
         one_file = matrix / "one-file-index.json"
         one_file.write_text(json.dumps(one_file_index(snaps), separators=(",", ":")))

@@ -20,7 +20,7 @@ from opsuite.audit.command import COMMANDS as AUDIT_COMMANDS
 from opsuite.matrix import MatrixError
 from opsuite.matrix.commands import COMMANDS as MATRIX_COMMANDS
 from opsuite.nightly import COMMANDS as NIGHTLY_COMMANDS
-from opsuite.vocabulary import KINDS, NOT_APPLICABLE, WORKING, check_choices
+from opsuite.vocabulary import KINDS, NOT_APPLICABLE, WORKING, check_choices, parse_case_id
 
 
 class UserError(Exception):
@@ -251,7 +251,7 @@ def _case_named(case_id: str, catalog) -> str:
 
     if case_id in catalog:
         return case_id
-    subjects = {c.id.rsplit("/", 2)[0] for c in catalog}
+    subjects = {parse_case_id(c.id).subject for c in catalog}
     found = Resolver(subjects, catalog.facts().get("op_names")).resolve_case(case_id)
     if len(found) > 1:
         raise UserError(f"{case_id} means {len(found)} cases: {', '.join(found)}; name one")

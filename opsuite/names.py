@@ -22,6 +22,8 @@ import functools
 import re
 from typing import Any, Iterable, Mapping
 
+from opsuite.vocabulary import split_typed_case_id
+
 # Namespaces of OpInfo names, longest first; other names are torch's own functions.
 OP_NAMESPACES = ("nn.functional", "signal.windows", "torch.ops.aten", "linalg", "special", "fft", "masked",
                  "sparse", "nn")
@@ -139,9 +141,11 @@ class Resolver:
     def resolve_case(self, case_id: str) -> list[str]:
         """The case ids a `<kind>/<name>/<dtype>/<direction>` means, its name spelled any way `resolve`
         accepts (`ops/F.softmax/float32/forward` -> `ops/softmax/float32/forward`); [] for none."""
-        kind, name, *cell = case_id.split("/")
-        subjects = self.resolve(f"{kind}/{name}") or [s for s in self.resolve(name) if s.startswith(kind + "/")]
-        return [f"{subject}/{'/'.join(cell)}" for subject in subjects]
+        typed = split_typed_case_id(case_id)
+        if typed is None:
+            return []
+        subjects = self.resolve(typed.subject) or [s for s in self.resolve(typed.name) if s.startswith(typed.kind + "/")]
+        return [f"{subject}/{typed.cell}" for subject in subjects]
 
     def suggest(self, query: str, n: int = 8) -> list[str]:
         """Real subjects close to an unknown name: those whose name holds the query (shortest first),

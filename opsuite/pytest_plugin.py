@@ -36,7 +36,7 @@ from opsuite.matrix import MatrixError, check_writable, notes, publish, snapshot
 from opsuite.matrix import baseline as regression
 from opsuite.record import CaseRecord, Status
 from opsuite.results import ResultsError, ResultsWriter, load, load_for_resume
-from opsuite.vocabulary import DIRECTIONS, DTYPES, KINDS, check_choices
+from opsuite.vocabulary import DIRECTIONS, DTYPES, KINDS, check_choices, parse_case_id
 
 RUN_KEY = pytest.StashKey[dict]()
 BASELINE_KEY = pytest.StashKey[Any]()  # the baseline Snapshot of regression mode
@@ -288,8 +288,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _markers(case_id: str) -> list[pytest.MarkDecorator]:
     """A case's kind, dtype and direction as markers."""
-    kind, _, dtype, direction = case_id.split("/")
-    return [getattr(pytest.mark, name) for name in (kind, dtype, direction)]
+    case = parse_case_id(case_id)
+    return [getattr(pytest.mark, name) for name in (case.kind, case.dtype, case.direction)]
 
 
 def _say(config: pytest.Config, text: str) -> None:
@@ -447,7 +447,8 @@ def _select_ops(config: pytest.Config, items: list[pytest.Item]) -> None:
         return
     case_ids = {item: item.callspec.params["case_id"] for item in items
                 if getattr(item, "callspec", None) and "case_id" in item.callspec.params}
-    resolver = names.Resolver({c.rsplit("/", 2)[0] for c in case_ids.values()},
+    subjects = {item: parse_case_id(case_id).subject for item, case_id in case_ids.items()}
+    resolver = names.Resolver(set(subjects.values()),
                               config.stash.get(_FACTS_KEY, {}).get("op_names"))
     chosen: set[str] = set()
     for query in wanted:
@@ -457,7 +458,7 @@ def _select_ops(config: pytest.Config, items: list[pytest.Item]) -> None:
             raise pytest.UsageError(f"--op {query!r} names no case of this run" +
                                     (f"; did you mean: {', '.join(close)}?" if close else ""))
         chosen.update(found)
-    kept = [item for item in items if item not in case_ids or case_ids[item].rsplit("/", 2)[0] in chosen]
+    kept = [item for item in items if item not in subjects or subjects[item] in chosen]
     config.hook.pytest_deselected(items=[item for item in items if item not in kept])
     items[:] = kept
 

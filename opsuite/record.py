@@ -175,8 +175,9 @@ def _plain(value: Any) -> Any:
         return [item if type(item) in _ATOMS else _plain(item) for item in value]
     if isinstance(value, dict):
         return {key: item if type(item) in _ATOMS else _plain(item) for key, item in value.items()}
-    if dataclasses.is_dataclass(value):
-        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    if dataclasses.is_dataclass(value):  # atoms inline, as above: most fields are atoms
+        return {name: item if type(item := getattr(value, name)) in _ATOMS else _plain(item)
+                for name in _field_names(type(value))}
     return value
 
 

@@ -98,7 +98,7 @@ def _keyword(keyword: str, value: Any, schema: dict[str, Any], root: dict[str, A
         if not value.startswith("#/"):
             raise ValueError(f"schema_check: only local references are supported, not {value!r}")
         target: Any = root
-        for part in value[2:].split("/"):
+        for part in value[2:].split("/"):  # a JSON pointer, not a case id
             target = target[part]
         resolved: list[Check] = []  # compiled on first use: a schema may refer to itself
 

@@ -54,6 +54,11 @@ class CaseId(NamedTuple):
         """`kind/name`: the row of a matrix table."""
         return f"{self.kind}/{self.name}"
 
+    @property
+    def cell(self) -> str:
+        """`dtype/direction`: the column of a matrix table (the key of a subject's cells in the index)."""
+        return f"{self.dtype}/{self.direction}"
+
 
 def is_case_id(text: str) -> bool:
     """Whether `text` is a well-formed case id."""
@@ -65,6 +70,19 @@ def parse_case_id(text: str) -> CaseId:
     if not is_case_id(text):
         raise ValueError(f"not a case id: {text!r} (expected <kind>/<name>/<dtype>/<direction>)")
     return CaseId(*text.split("/"))
+
+
+def split_typed_case_id(text: str) -> CaseId | None:
+    """A case id as a user types it, its name part spelled any way (`ops/F.softmax/float32/forward`;
+    `opsuite.names` resolves the name), cut into its four parts unchecked; None unless it has four."""
+    parts = text.split("/")
+    return CaseId._make(parts) if len(parts) == 4 else None
+
+
+def parse_cell_key(key: str) -> tuple[str, str]:
+    """`float32/forward` (a `CaseId.cell`) -> (dtype, direction); ValueError unless it has two parts."""
+    dtype, direction = key.split("/")
+    return dtype, direction
 
 
 def format_case_id(kind: str, name: str, dtype: str, direction: str) -> str:

@@ -36,6 +36,9 @@ def test_a_caveat_marks_its_cells_on_the_page_and_in_lookup(published, tmp_path)
                                    "`ops/add/bfloat16/forward`)" in page
     row = next(line for line in page.splitlines() if line.startswith("| ops/add "))
     assert row.count("(caveat 1)") == 2  # the two bfloat16 cells, not the float32 ones
+    html = (snap.path / "index.html").read_text()
+    assert '<ol id="caveats">\n<li>judged before the selection rule (2 cells: ' in html
+    assert html.count("<li>caveat 1: judged before the selection rule</li>") == 2
 
     answer = json.loads(opsuite("lookup", "add", "--json", "--matrix", str(matrix), cwd=tmp_path).stdout)
     cells = answer["answer"][0]["cells"]

@@ -110,9 +110,9 @@ def test_only_checked_parts_become_links(tmp_path):
     files = render_html.index_files(snaps, index.build(snaps))
     hrefs = re.findall(r'href="([^"]*)"', files["index.html"])
     assert hrefs and all(h.startswith(f"cpu/{real.data['key']}/") for h in hrefs)  # none for the bad one
-    data = json.loads(json.loads(files[render_html.SEARCH_DATA].partition("JSON.parse(")[2].rpartition(")")[0]))
+    data = json.loads(json.loads("".join(files[render_html.SEARCH_DATA]).partition("JSON.parse(")[2].rpartition(")")[0]))
     assert [s["href"] for s in data["stacks"]] == [f"cpu/{real.data['key']}/index.html", None]
-    page = render_html.snapshot_files(Snapshot(tmp_path, bad))["index.html"]
+    page = "".join(render_html.snapshot_files(Snapshot(tmp_path, bad))["index.html"])
     assert 'href="results/javascript' not in page and "<td>results/javascript:alert(1)</td>" in page
 
 
@@ -335,7 +335,7 @@ def test_a_hostile_backend_name_never_becomes_a_link(matrix, browser, tmp_path):
     bad.update(backend=HOSTILE_BACKEND, id=f"{HOSTILE_BACKEND}/{bad['key']}")
     snaps = [*snapshot.load_all(pages), Snapshot(pages / "nowhere", bad)]
     for name, text in render_html.index_files(snaps, index.build(snaps)).items():
-        (pages / name).write_text(text)
+        publish.write_text(pages / name, text)
     browser.get((pages / "index.html").as_uri())
     _search(browser, "add")
     hrefs = browser.execute_script("return Array.from(document.links, a => a.href)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from matrix_support import edited_copy, failing, opsuite, real_cpu_results, tree
 
-from opsuite.matrix import MatrixError, index, publish, render_html, snapshot
+from opsuite.matrix import MatrixError, index, op_cells, publish, render_html, snapshot
 
 
 @pytest.fixture
@@ -214,3 +214,24 @@ def test_an_undo_that_fails_too_keeps_the_old_files_and_says_where(tmp_path, res
     after = tree(matrix)
     assert {k: v for k, v in after.items() if not k.startswith(".")} == \
         {k: v for k, v in before.items() if k != "index.html"}  # all else is back as it was
+
+
+def test_files_written_in_pieces_are_the_texts_made_whole(tmp_path, results):
+    """Large files are streamed a piece at a time: the pieces must make exactly the text of the whole object
+    (aten.json, the index page's search data, with escapes that straddle nothing), and publish keeps no record."""
+    message = 'quote " backslash \\ </script> \u00e9 \U0001f600 made to fail'
+    edited = edited_copy(results, tmp_path / "edited.jsonl", case=failing("ops/add/float32/forward", message=message))
+    runs, cells = snapshot.read_cells([edited], ["results/edited.jsonl.gz"])
+    assert runs[0].records == [] and len(runs[0].lines) == len(cells)  # records became cells as they were read
+    snap = publish.publish([edited], tmp_path / "matrix")
+    assert cells == snap.cells
+    aten = "".join(op_cells.text(snap.data))
+    assert aten == json.dumps(op_cells.build(snap.data), separators=(",", ":")) + "\n"
+    lookup_index = index.build([snap])
+    pieces = render_html.index_files([snap], lookup_index)[render_html.SEARCH_DATA]
+    data = render_html.search_data([snap], lookup_index)
+    whole = json.dumps({**data, "subjects": list(data["subjects"])}, separators=(",", ":"))
+    assert message.replace("\\", "\\\\").replace('"', '\\"')[:20] in whole  # the note is in the data
+    assert "".join(pieces) == f"window.OPSUITE_SEARCH = JSON.parse({json.dumps(whole)});\n"
+    assert (tmp_path / "matrix" / render_html.SEARCH_DATA).read_text() == "".join(
+        render_html.index_files([snap], lookup_index)[render_html.SEARCH_DATA])

@@ -1,6 +1,7 @@
 """One vocabulary: the JSON schemas, the record's enums and the modules that order or colour statuses agree."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,33 @@ def test_case_ids_parse_and_format():
                 "ops/<script>/float32/forward", "ops/a/b/float32/forward"):
         with pytest.raises(ValueError, match="not a case id"):
             vocabulary.parse_case_id(bad)
+
+
+def test_typed_case_ids_and_cell_keys_split_into_their_parts():
+    typed = vocabulary.split_typed_case_id("ops/F.softmax/float32/backward")  # the name as a user spells it
+    assert typed.subject == "ops/F.softmax" and typed.cell == "float32/backward"
+    assert vocabulary.split_typed_case_id("ops/softmax/float32") is None
+    assert vocabulary.split_typed_case_id("softmax") is None
+    assert vocabulary.parse_cell_key(typed.cell) == ("float32", "backward")
+    with pytest.raises(ValueError):
+        vocabulary.parse_cell_key("float32")
+
+
+# `.split("/")` or `.rsplit("/", ...)`, with either quote: how a module cuts a case id into parts by hand.
+_CUT_BY_HAND = re.compile(r"""\.r?split\(\s*["']/["']""")
+
+
+def test_no_module_cuts_a_case_id_by_hand():
+    """Case ids are cut into parts by the vocabulary only: a `split("/")` elsewhere in the package is a
+    second parser that a new part or pattern would miss. A line that splits something else (a JSON
+    pointer) says so with `not a case id`."""
+    package = Path(vocabulary.__file__).parent
+    sources = [p for p in sorted(package.rglob("*.py")) if p.name != "vocabulary.py"]
+    assert len(sources) > 20 and _CUT_BY_HAND.search('kind, name = case_id.split("/")[:2]')  # the check sees
+    by_hand = [f"{path.relative_to(package)}:{number}: {line.strip()}"
+               for path in sources for number, line in enumerate(path.read_text().splitlines(), start=1)
+               if _CUT_BY_HAND.search(line) and "not a case id" not in line]
+    assert by_hand == [], "parse case ids with opsuite.vocabulary (parse_case_id, split_typed_case_id, parse_cell_key)"
 
 
 def test_choices_name_the_bad_value_and_the_good_ones():

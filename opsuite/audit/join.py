@@ -25,6 +25,7 @@ from typing import Any
 
 from opsuite.audit import AuditError
 from opsuite.matrix import MatrixError, index, op_cells, snapshot, stack
+from opsuite.vocabulary import parse_case_id
 
 VERDICTS = ("custom_kernel", "crash", "timeout", "compile_error", "runtime_error", "mismatch", "fallback",
             "untested", "conditional", "known_good")
@@ -89,9 +90,9 @@ def open_stacks(matrix: Path, refs: list[str], backends: list[str]) -> list[Stac
 
 def _primary(case_id: str, op: str) -> bool:
     """Whether a case is the op's own: `ops/softmax/...` for `aten::_softmax`, `ops/addmm` for `aten::addmm`."""
-    kind, name = case_id.split("/")[:2]
+    case = parse_case_id(case_id)
     packet = op.partition("::")[2].partition(".")[0].lstrip("_")
-    return kind == "ops" and name.rpartition(".")[2] == packet
+    return case.kind == "ops" and case.name.rpartition(".")[2] == packet
 
 
 def judge(stack_: Stack, op: str, dtype: str, direction: str, custom: bool = False) -> Verdict:

@@ -126,7 +126,7 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     many = len(report["stacks"]) > 1
     headers = ["op", "dtype", "direction", "calls", "module", "source"]
     for stack in report["stacks"]:
-        name = stack["id"].split("/")[0] if many else ""
+        name = stack["id"].partition("/")[0] if many else ""  # a snapshot id: backend/key
         headers += [f"verdict {name}".strip(), f"cases {name}".strip()]
     rows = []
     for row in report["ops"]:

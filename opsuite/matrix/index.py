@@ -10,6 +10,7 @@ version and the cells file's identity, not schema-validated.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Mapping
@@ -37,8 +38,10 @@ def build(snapshots: list[Snapshot]) -> dict[str, Any]:
     `subjects[kind/name][snapshot number][dtype/direction]` is [status, short note, file:line, run id].
     """
     cells: dict[str, dict[str, dict[str, list[str]]]] = defaultdict(lambda: defaultdict(dict))
-    dispatched: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    # Lists, not sets (a set costs four times a short list): a large matrix has a hundred thousand of them.
+    dispatched: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     op_names: dict[str, set[str]] = defaultdict(set)
+    keys: dict[tuple[str, str], str] = {}  # one `dtype/direction` string for all the cells that have it
     entries = []
     for number, snap in enumerate(snapshots):
         data = snap.data
@@ -51,15 +54,18 @@ def build(snapshots: list[Snapshot]) -> dict[str, Any]:
                 op_names[term].update(targets)
         for case_id, cell in snap.cells.items():
             kind, name, dtype, direction = split_id(case_id)
+            key = keys.setdefault((dtype, direction), f"{dtype}/{direction}")
+            subject = f"{kind}/{name}"
             src = cell["source"]
-            cells[f"{kind}/{name}"][str(number)][f"{dtype}/{direction}"] = \
+            cells[subject][str(number)][key] = \
                 [cell["status"], notes.short(cell), f"{src['file']}:{src['line']}", src["run_id"]]
             for op in cell.get("aten_ops", ()):
-                dispatched[f"{kind}/{name}"][op].add(f"{dtype}/{direction}")
+                dispatched[subject][op].append(key)
     aten: dict[str, list[str]] = defaultdict(list)
     for subject in sorted(dispatched):
-        for op in dispatched[subject]:
+        for op, op_keys in dispatched[subject].items():
             aten[op].append(subject)
+            dispatched[subject][op] = sorted(set(op_keys))
     return {
         "format": FORMAT,
         "schema_version": VERSION,
@@ -67,13 +73,12 @@ def build(snapshots: list[Snapshot]) -> dict[str, Any]:
         "subjects": {subject: dict(per_snapshot) for subject, per_snapshot in sorted(cells.items())},
         "names": {term: sorted(targets) for term, targets in sorted(op_names.items())},
         "aten": dict(sorted(aten.items())),
-        "dispatched": {subject: {op: sorted(keys) for op, keys in sorted(ops.items())}
-                       for subject, ops in dispatched.items()},
+        "dispatched": {subject: dict(sorted(ops.items())) for subject, ops in dispatched.items()},
     }
 
 
-def files(built: dict[str, Any]) -> dict[str, str]:
-    """The index's two files (name -> text) of a `build` result.
+def files(built: dict[str, Any]) -> dict[str, str | Iterator[str]]:
+    """The index's two files (name -> text) of a `build` result; the cells file's text line by line.
 
     A line of the cells file is `[subject, {snapshot number: {dtype/direction: [status, short note,
     file:line, run id]}}, {aten op: [dtype/direction, ...]}]`; the last maps each aten op the subject's
@@ -82,19 +87,25 @@ def files(built: dict[str, Any]) -> dict[str, str]:
     """
     import hashlib  # here: a reader of the index need not import it
 
-    lines, offsets, position = [], {}, 0
-    for subject, per_snapshot in built["subjects"].items():
-        line = (_compact([subject, per_snapshot, built["dispatched"].get(subject, {})]) + "\n").encode()
-        offsets[subject] = [position, len(line)]
-        position += len(line)
-        lines.append(line)
-    body = b"".join(lines)
-    build_id = hashlib.sha256(body).hexdigest()[:16]
-    header = (_compact({"format": FORMAT + "-cells", "build": build_id}) + "\n").encode()
+    def lines() -> Iterator[str]:
+        for subject, per_snapshot in built["subjects"].items():
+            yield _compact([subject, per_snapshot, built["dispatched"].get(subject, {})]) + "\n"
+
+    # Two passes over the lines, not a list of them: the first gives each one's place and the file's
+    # build id (its header line comes first), the second writes them. A large matrix's are tens of MB.
+    offsets, position, body = {}, 0, hashlib.sha256()
+    for subject, line in zip(built["subjects"], lines()):
+        encoded = line.encode()
+        body.update(encoded)
+        offsets[subject] = [position, len(encoded)]
+        position += len(encoded)
+    build_id = body.hexdigest()[:16]
+    header = _compact({"format": FORMAT + "-cells", "build": build_id}) + "\n"
+    skip = len(header.encode())
     index = {"format": FORMAT, "schema_version": VERSION, "build": build_id, "snapshots": built["snapshots"],
-             "subjects": {s: [start + len(header), length] for s, (start, length) in offsets.items()},
+             "subjects": {s: [start + skip, length] for s, (start, length) in offsets.items()},
              "names": built["names"], "aten": built["aten"]}
-    return {FILE: _compact(index) + "\n", CELLS_FILE: (header + body).decode()}
+    return {FILE: _compact(index) + "\n", CELLS_FILE: itertools.chain([header], lines())}
 
 
 class Cells(Mapping):

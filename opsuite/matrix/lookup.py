@@ -15,6 +15,7 @@ from typing import Any
 
 from opsuite import names
 from opsuite.matrix import DIRECTION_ORDER, DTYPE_ORDER, caveats, index as lookup_index, stack
+from opsuite.vocabulary import parse_cell_key, split_typed_case_id
 
 
 @dataclass
@@ -60,9 +61,8 @@ def _dispatching(index: dict[str, Any], packet: str, overload: str | None) -> li
 def resolve(query: str, index: dict[str, Any]) -> list[Match]:
     """The subjects (and cells) a query names; empty when it names nothing published."""
     found = lookup_index.resolver(index)
-    parts = query.split("/")
-    if len(parts) == 4:  # a case id, its name part spelled any way lookup accepts
-        return [Match(case_id.rsplit("/", 2)[0], {"/".join(parts[2:])}) for case_id in found.resolve_case(query)]
+    if split_typed_case_id(query):  # a case id, its name part spelled any way lookup accepts
+        return [Match(case.subject, {case.cell}) for case in map(split_typed_case_id, found.resolve_case(query))]
     matches = [Match(subject) for subject in found.resolve(query)]
     aten = names.aten_packet(query)
     if aten:  # the subject named after the op, whole, then those whose CPU run dispatched it
@@ -90,7 +90,7 @@ def suggestions(query: str, index: dict[str, Any]) -> list[str]:
 
 def column_order(key: str) -> tuple:
     """Sort key of a `dtype/direction` cell key: the catalog's dtype order, then direction order."""
-    dtype, direction = key.split("/")
+    dtype, direction = parse_cell_key(key)
     return (DTYPE_ORDER.index(dtype) if dtype in DTYPE_ORDER else len(DTYPE_ORDER), dtype,
             DIRECTION_ORDER.index(direction) if direction in DIRECTION_ORDER else len(DIRECTION_ORDER))
 
@@ -118,7 +118,7 @@ def rows(match: Match, index: dict[str, Any], order: list[str]) -> list[dict[str
             if match.only is not None and key not in match.only:
                 continue
             status, note, source, run_id = per_snapshot[number][key]
-            dtype, direction = key.split("/")
+            dtype, direction = parse_cell_key(key)
             row = {"backend": snap["backend"], "snapshot": snap["id"], "stack": snap["label"],
                    "dtype": dtype, "direction": direction, "status": status, "note": note,
                    "source": source, "run_id": run_id}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opsuite.vocabulary import NOT_APPLICABLE
+from opsuite.vocabulary import NOT_APPLICABLE, WORKING
 
 SHORT_MESSAGE = 100  # characters of an error message kept in a table cell
 COUNTED = ("pass", "fallback", "mismatch")  # statuses whose short note starts with the sample count
@@ -104,10 +104,12 @@ def details(cell: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("host syncs", ", ".join(cell["host_syncs"])))
     if cell.get("failure"):
         rows.append(("error", failure_text(cell)))
-    if measured(cell):
-        rows.append(("measured", measured(cell)))
-    if worst_sample(cell) and cell["status"] not in ("pass", "skip"):
-        rows.append(("worst sample", worst_sample(cell)))
+    error = measured(cell)
+    if error:
+        rows.append(("measured", error))
+    worst = worst_sample(cell)
+    if worst and cell["status"] not in (*WORKING, NOT_APPLICABLE):
+        rows.append(("worst sample", worst))
     stopped = (cell.get("extra") or {}).get("samples_stopped")
     if stopped:
         rows.append(("samples stopped", str(stopped)))

@@ -9,10 +9,11 @@ records. A matrix published before this file existed is read from `snapshot.json
 
 from __future__ import annotations
 
+import array
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from opsuite.matrix import MatrixError
 from opsuite.matrix.snapshot import FILE as SNAPSHOT_FILE, split_id
@@ -22,23 +23,40 @@ FORMAT = "opsuite-op-cells"
 VERSION = 1
 
 
-def build(data: dict[str, Any]) -> dict[str, Any]:
-    """The aten.json object of a snapshot's JSON object."""
-    ops: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for case_id, cell in data["cells"].items():
+def _by_op(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, list]]]:
+    """Per aten overload (sorted), its cells by `dtype/direction`: `[case id, status, fell back]` each.
+
+    The grouping keeps only each cell's number (times two, plus the fell-back bit) in an array, and an
+    overload's lists are made when it comes: a large snapshot has hundreds of thousands of entries.
+    """
+    case_ids = list(data["cells"])
+    ops: dict[str, dict[str, array.array]] = defaultdict(dict)
+    for number, (case_id, cell) in enumerate(data["cells"].items()):
         _, _, dtype, direction = split_id(case_id)
+        key = f"{dtype}/{direction}"
         fell_back = set(cell.get("fallback_ops") or ())
         for op in cell.get("aten_ops") or ():
             # Backends name a fallback with or without its overload (`aten::nonzero`, `aten::scatter_reduce.two`).
             host = op in fell_back or op.partition(".")[0] in fell_back
-            ops[op][f"{dtype}/{direction}"].append([case_id, cell["status"], int(host)])
-    return {"format": FORMAT, "schema_version": VERSION, "snapshot": data["id"],
-            "ops": {op: dict(cells) for op, cells in sorted(ops.items())}}
+            ops[op].setdefault(key, array.array("q")).append(2 * number + host)
+    statuses = [cell["status"] for cell in data["cells"].values()]
+    for op in sorted(ops):
+        yield op, {key: [[case_ids[n >> 1], statuses[n >> 1], n & 1] for n in entries]
+                   for key, entries in ops.pop(op).items()}
 
 
-def text(data: dict[str, Any]) -> str:
-    """aten.json's text for a snapshot's JSON object."""
-    return json.dumps(build(data), separators=(",", ":")) + "\n"
+def build(data: dict[str, Any]) -> dict[str, Any]:
+    """The aten.json object of a snapshot's JSON object."""
+    return {"format": FORMAT, "schema_version": VERSION, "snapshot": data["id"], "ops": dict(_by_op(data))}
+
+
+def text(data: dict[str, Any]) -> Iterator[str]:
+    """aten.json's text for a snapshot's JSON object (`build`'s object, compact), in pieces: one per overload."""
+    head = json.dumps({"format": FORMAT, "schema_version": VERSION, "snapshot": data["id"]}, separators=(",", ":"))
+    yield head[:-1] + ',"ops":{'
+    for number, (op, cells) in enumerate(_by_op(data)):
+        yield f"{',' if number else ''}{json.dumps(op)}:{json.dumps(cells, separators=(',', ':'))}"
+    yield "}}\n"
 
 
 def load(directory: Path) -> dict[str, Any]:

@@ -19,10 +19,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from opsuite.matrix import MatrixError, index, op_cells, render_html, render_md, snapshot
 from opsuite.matrix.snapshot import Snapshot
+from opsuite.results import collector_paused
 
 STAGING_PREFIX = ".publish-"
 KEEP_MARKER = "KEPT-AFTER-FAILED-UNDO"
@@ -63,27 +64,34 @@ def _staging(matrix: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def _copy_results(paths: list[Path], directory: Path) -> tuple[list[str], list[str]]:
-    """Gzip each results file into `directory`; their names relative to the snapshot, and sha256 of each."""
-    directory.mkdir(parents=True)
-    names, digests = [], []
+def _results_names(paths: list[Path]) -> list[str]:
+    """The names of the compressed copies of results files, relative to the snapshot (`results/<name>.gz`)."""
+    names: list[str] = []
     for path in paths:
         name = path.name if path.name.endswith(".jsonl") else path.name + ".jsonl"
         base, number = name, 1
         while f"results/{name}.gz" in names:  # two inputs of the same name from different directories
             number += 1
             name = f"{number}-{base}"
+        names.append(f"results/{name}.gz")
+    return names
+
+
+def _copy_results(paths: list[Path], names: list[str], snapshot_dir: Path) -> list[str]:
+    """Gzip each results file to its name under `snapshot_dir`; the sha256 of each (of the plain file)."""
+    (snapshot_dir / "results").mkdir(parents=True)
+    digests = []
+    for path, name in zip(paths, names):
         # mtime=0 and no file name in the gzip header: the same input gives the same bytes. Level 6 (not
         # gzip's default 9): half the time, a few per cent larger.
         digest = hashlib.sha256()
-        with open(path, "rb") as source, open(directory / f"{name}.gz", "wb") as out, \
+        with open(path, "rb") as source, open(snapshot_dir / name, "wb") as out, \
                 gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as gz:
             for block in iter(lambda: source.read(1 << 20), b""):  # in blocks: a results file can be large
                 digest.update(block)
                 gz.write(block)
-        names.append(f"results/{name}.gz")
         digests.append(digest.hexdigest())
-    return names, digests
+    return digests
 
 
 def write_snapshot_json(data: dict, path: Path) -> None:
@@ -101,14 +109,25 @@ def write_snapshot_json(data: dict, path: Path) -> None:
         out.write("\n }\n}\n")
 
 
-def derived_files(snapshots: list[Snapshot]) -> dict[str, str]:
-    """The matrix's top-level files, regenerated from every snapshot."""
+def derived_files(snapshots: list[Snapshot]) -> Iterator[tuple[str, str | Iterable[str]]]:
+    """The matrix's top-level files, regenerated from every snapshot: (name, text) pairs, each made when
+    the one before is written (a large matrix's files are tens of MB each)."""
+    yield "README.md", render_md.index_page(snapshots)
     lookup_index = index.build(snapshots)
-    return {
-        "README.md": render_md.index_page(snapshots),
-        **index.files(lookup_index),
-        **render_html.index_files(snapshots, lookup_index),
-    }
+    yield from index.files(lookup_index).items()
+    # Its cells are written: the page's search needs only the subjects' names, the aliases and aten ops.
+    lookup_index["subjects"] = dict.fromkeys(lookup_index["subjects"])
+    del lookup_index["dispatched"]
+    yield from render_html.index_files(snapshots, lookup_index).items()
+
+
+def write_text(path: Path, text: str | Iterable[str]) -> None:
+    """Write a file's text, given whole or as chunks written as they come (a large page is never held whole)."""
+    with open(path, "w") as out:
+        if isinstance(text, str):
+            out.write(text)
+        else:
+            out.writelines(text)
 
 
 def write_snapshot_pages(snap: Snapshot) -> list[str]:
@@ -116,7 +135,7 @@ def write_snapshot_pages(snap: Snapshot) -> list[str]:
     pages = {"README.md": render_md.snapshot_page(snap), **render_html.snapshot_files(snap),
              op_cells.FILE: op_cells.text(snap.data)}
     for name, text in pages.items():
-        (snap.path / name).write_text(text)
+        write_text(snap.path / name, text)
     return list(pages)
 
 
@@ -172,23 +191,22 @@ def _check_replace(old: Snapshot, new: dict, replace: bool) -> None:
 
 def publish(results: list[str | Path], matrix: Path, replace: bool = False) -> Snapshot:
     """Publish results files of one stack as a snapshot under `matrix`; returns the published snapshot."""
-    from opsuite.results import ResultsError, load
+    with collector_paused():
+        return _publish(results, matrix, replace)
 
+
+def _publish(results: list[str | Path], matrix: Path, replace: bool) -> Snapshot:
     paths = [Path(p) for p in results]
     if not paths:
         raise MatrixError("no results file given")
-    try:
-        runs = [load(path) for path in paths]
-    except ResultsError as exc:
-        raise MatrixError(str(exc)) from None
+    files = _results_names(paths)
+    runs, cells = snapshot.read_cells(paths, files)
     for run in runs:
         for warning in run.warnings:
             print(f"opsuite: warning: {warning}", file=sys.stderr)
     with _staging(matrix) as staging:
         new_dir = staging / "snapshot"
-        files, digests = _copy_results(paths, new_dir / "results")
-        data = snapshot.build(runs, files, digests)
-        del runs  # the records are in the cells now; a large publish needs the memory back
+        data = snapshot.build(runs, cells, files, _copy_results(paths, files, new_dir))
         target = matrix / data["backend"] / data["key"]
         existing = snapshot.load_all(matrix)
         for old in existing:
@@ -201,8 +219,9 @@ def publish(results: list[str | Path], matrix: Path, replace: bool = False) -> S
         everything = [s for s in existing if s.id != new.id] + [Snapshot(target, new.data)]
         everything.sort(key=lambda s: (s.backend, s.order_key))
         moves = [(new_dir, target)]
-        for name, text in derived_files(everything).items():
-            (staging / f"new-{name}").write_text(text)
+        for name, text in derived_files(everything):
+            write_text(staging / f"new-{name}", text)
+            del text  # before the next file is made
             moves.append((staging / f"new-{name}", matrix / name))
         _Transaction(staging).run(moves, new_dirs=(target.parent,))
     return Snapshot(target, new.data)
@@ -210,6 +229,11 @@ def publish(results: list[str | Path], matrix: Path, replace: bool = False) -> S
 
 def reindex(matrix: Path) -> list[Snapshot]:
     """Rewrite every snapshot's pages and the top-level files from the snapshots' JSON (same atomicity)."""
+    with collector_paused():
+        return _reindex(matrix)
+
+
+def _reindex(matrix: Path) -> list[Snapshot]:
     if not matrix.is_dir():
         raise MatrixError(f"no matrix directory at {matrix}")
     with _staging(matrix) as staging:
@@ -219,8 +243,9 @@ def reindex(matrix: Path) -> list[Snapshot]:
             pages = Snapshot(staging / f"pages-{number}", snap.data, snap.caveats)
             pages.path.mkdir()
             moves += [(pages.path / name, snap.path / name) for name in write_snapshot_pages(pages)]
-        for name, text in derived_files(snapshots).items():
-            (staging / f"new-{name}").write_text(text)
+        for name, text in derived_files(snapshots):
+            write_text(staging / f"new-{name}", text)
+            del text  # before the next file is made
             moves.append((staging / f"new-{name}", matrix / name))
         _Transaction(staging).run(moves)
     return snapshots

@@ -13,13 +13,13 @@ import functools
 import json
 from collections import defaultdict
 from importlib import resources
-from typing import Any
+from typing import Any, Iterator, NamedTuple
 
-from opsuite.matrix import history, index, notes, stack
+from opsuite.matrix import caveats, history, index, notes, stack
 from opsuite.matrix.lookup import column_order
 from opsuite.matrix.render_md import STATUSES, catalog_text, columns, pct, summary_rows
 from opsuite.matrix.snapshot import Snapshot, split_id
-from opsuite.vocabulary import STATUS_COLORS, is_name
+from opsuite.vocabulary import NOT_APPLICABLE, STATUS_COLORS, WORKING, is_name
 
 BAR_WIDTH = 480  # px of a full (100 %) bar in the coverage chart
 ROW_HEIGHT = 26
@@ -62,24 +62,39 @@ def _script(name: str) -> str:
     return resources.files("opsuite").joinpath("templates", name).read_text()
 
 
-def _rows(snap: Snapshot) -> list[dict[str, Any]]:
-    rows = []
+class _Row(NamedTuple):
+    """A row of the snapshot page (a tuple: the template reads its fields without a failed attribute
+    lookup per field, as a dict would cost, on every one of a large page's rows)."""
+
+    case_id: str
+    subject: str
+    dtype: str
+    direction: str
+    status: str
+    details: list[tuple[str, str]]
+    repro: str
+    aten: str
+
+
+def _rows(snap: Snapshot) -> Iterator[_Row]:
+    """The snapshot page's rows, one per cell, made as the page is written (not all held at once)."""
     for case_id, cell in snap.cells.items():
         kind, name, dtype, direction = split_id(case_id)
-        rows.append({"case_id": case_id, "subject": f"{kind}/{name}", "dtype": dtype, "direction": direction,
-                     "status": cell["status"], "details": notes.details(cell)[1:],
-                     "repro": repro_command(case_id, snap.backend), "aten": " ".join(cell.get("aten_ops", ()))})
-    return rows
+        said = [(f"caveat {n}", c["reason"]) for n, c in enumerate(snap.caveats, start=1)
+                if caveats.reasons([c], case_id)]
+        yield _Row(case_id, f"{kind}/{name}", dtype, direction, cell["status"], notes.details(cell)[1:] + said,
+                   repro_command(case_id, snap.backend), " ".join(cell.get("aten_ops", ())))
 
 
-def snapshot_files(snap: Snapshot) -> dict[str, str]:
+def snapshot_files(snap: Snapshot) -> dict[str, str | Iterator[str]]:
     """The snapshot directory's HTML files: `index.html` (stack, summary, a filterable row per cell) and
-    its filter script."""
+    its filter script. The page comes as the chunks of its text, to be written as they are made: a large
+    snapshot's page is hundreds of MB."""
     cells = snap.cells
     cols = columns(cells)
     runs = [{**run, "href": results_href(run["file"])} for run in snap.data["runs"]]
-    page = _environment().get_template("snapshot.html.j2").render(
-        snap=snap.data, runs=runs, rows=_rows(snap), statuses=STATUSES, colors=STATUS_COLORS,
+    page = _environment().get_template("snapshot.html.j2").generate(
+        snap=snap.data, runs=runs, rows=_rows(snap), caveats=caveats.matched(snap.caveats, cells), cases=len(cells), statuses=STATUSES, colors=STATUS_COLORS,
         dtypes=list(dict.fromkeys(d for d, _ in cols)), directions=list(dict.fromkeys(r for _, r in cols)),
         summary=summary_rows(cells), pct=pct, catalog_text=catalog_text, scripts=(NAMES_SCRIPT, SNAPSHOT_SCRIPT))
     return {"index.html": page, **{name: _script(name) for name in (NAMES_SCRIPT, SNAPSHOT_SCRIPT)}}
@@ -134,9 +149,9 @@ def _cell_figures(cell: dict[str, Any]) -> tuple[int | None, float | None]:
 
 def _subject_status(cells: list[dict[str, Any]]) -> str:
     """A subject's status on a stack: `pass` when every applicable cell passes, else its worst status."""
-    applicable = [c["status"] for c in cells if c["status"] != "skip"]
+    applicable = [c["status"] for c in cells if c["status"] != NOT_APPLICABLE]
     if not applicable:
-        return "skip"
+        return NOT_APPLICABLE
     return max(applicable, key=STATUSES.index)
 
 
@@ -155,36 +170,55 @@ def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
     A row's entry for a stack is [status, passing cells, applicable cells, samples, worst error,
     works since (a version), since uncertain (the oldest stack that tested it), the case shown first,
     cells]; a cell is [dtype/direction, status, samples, short note]. Statuses are indices into
-    `statuses`; 0 stands for a stack that has no case of the subject.
+    `statuses`; 0 stands for a stack that has no case of the subject. `subjects` yields the rows as they
+    are made (a large matrix's are tens of MB, written as they come).
     """
     by_backend: dict[str, list[Snapshot]] = defaultdict(list)
     for snap in sorted(snapshots, key=lambda s: (s.backend, s.order_key)):
         by_backend[snap.backend].append(snap)  # oldest first
     per_subject: dict[str, dict[str, list[tuple[str, dict]]]] = defaultdict(lambda: defaultdict(list))
+    keys: dict[tuple[str, str], str] = {}  # one `dtype/direction` string for all the cells that have it
     for snap in snapshots:
         for case_id, cell in snap.cells.items():
             kind, name, dtype, direction = split_id(case_id)
-            per_subject[f"{kind}/{name}"][snap.id].append((f"{dtype}/{direction}", cell))
+            key = keys.setdefault((dtype, direction), f"{dtype}/{direction}")
+            per_subject[f"{kind}/{name}"][snap.id].append((key, cell))
     columns_ = [snap for backend in sorted(by_backend) for snap in reversed(by_backend[backend])]
     terms = search_terms(lookup_index)
     versions = {snap.id: _short_label(snap.data, named=False) for snap in snapshots}  # under its column's name
-    rows = []
-    for subject in sorted(per_subject):
-        entries: dict[str, list[Any]] = {}
-        for snaps in by_backend.values():
-            timeline: list[tuple[str, str | None]] = []
-            for snap in snaps:
-                cells = per_subject[subject].get(snap.id)
-                timeline.append((snap.id, _subject_status([c for _, c in cells]) if cells else None))
-                if cells:
-                    entries[snap.id] = _entry(cells, timeline, versions)
-        rows.append([subject, terms[subject], [entries.get(snap.id, 0) for snap in columns_]])
+
+    def rows() -> Iterator[list[Any]]:
+        for subject in sorted(per_subject):
+            entries: dict[str, list[Any]] = {}
+            for snaps in by_backend.values():
+                timeline: list[tuple[str, str | None]] = []
+                for snap in snaps:
+                    cells = per_subject[subject].get(snap.id)
+                    timeline.append((snap.id, _subject_status([c for _, c in cells]) if cells else None))
+                    if cells:
+                        entries[snap.id] = _entry(cells, timeline, versions)
+            yield [subject, terms[subject], [entries.get(snap.id, 0) for snap in columns_]]
+
     return {
         "statuses": list(STATUSES),
         "stacks": [{"id": snap.id, "backend": snap.backend, "label": snap.data["label"],
                     "short": _short_label(snap.data), "href": snapshot_href(snap.data)} for snap in columns_],
-        "subjects": rows,
+        "subjects": rows(),
     }
+
+
+def _search_data_script(data: dict[str, Any]) -> Iterator[str]:
+    """search-data.js in pieces, a row at a time: `window.OPSUITE_SEARCH = JSON.parse("<data as JSON>");`
+    (browsers parse JSON faster than the same object as script). Each piece of the JSON is escaped on its
+    own, which gives the same string literal as escaping it whole (escapes are per character)."""
+    def literal(piece: str) -> str:
+        return json.dumps(piece)[1:-1]
+
+    head = json.dumps({**data, "subjects": []}, separators=(",", ":"), allow_nan=False)  # ends `"subjects":[]}`
+    yield 'window.OPSUITE_SEARCH = JSON.parse("' + literal(head[:-2])
+    for number, row in enumerate(data["subjects"]):
+        yield literal(("," if number else "") + json.dumps(row, separators=(",", ":"), allow_nan=False))
+    yield literal("]}") + '");\n'
 
 
 def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]],
@@ -193,22 +227,22 @@ def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]]
     status) on the stack's backend, oldest first, ending with that stack."""
     cells = sorted(cells, key=lambda kc: column_order(kc[0]))
     status = _subject_status([c for _, c in cells])
-    applicable = [(k, c) for k, c in cells if c["status"] != "skip"]
+    applicable = [(k, c) for k, c in cells if c["status"] != NOT_APPLICABLE]
     figures = [_cell_figures(c) for _, c in cells]
     samples = [n for n, _ in figures if n is not None]
     errors = [e for _, e in figures if e is not None]
     facts = history.timeline_facts(timeline)
-    tested = [label for label, s in timeline if s not in (None, "skip")]
+    tested = [label for label, s in timeline if s not in (None, NOT_APPLICABLE)]
     uncertain = bool(facts["works_since"]) and facts["works_since"] == tested[0]
     # The cell a link opens first: the worst one, where there is something to see.
     first = next((k for k, c in applicable if c["status"] == status), cells[0][0])
-    return [STATUSES.index(status), sum(c["status"] == "pass" for _, c in applicable), len(applicable),
+    return [STATUSES.index(status), sum(c["status"] in WORKING for _, c in applicable), len(applicable),
             sum(samples) if samples else None, max(errors) if errors else None,
             versions.get(facts["works_since"]), uncertain, first,
             [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell)] for key, cell in cells]]
 
 
-def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, str]:
+def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, str | Iterator[str]]:
     """`matrix/index.html` (the search over every subject and stack, the coverage chart, every snapshot
     with its figures) and its script and data files."""
     ordered = sorted(snapshots, key=lambda s: (s.backend, s.order_key), reverse=True)
@@ -216,7 +250,5 @@ def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
         charts=chart(snapshots), snapshots=[{**s.data, "href": snapshot_href(s.data)} for s in ordered],
         statuses=STATUSES, colors=STATUS_COLORS, bar_width=BAR_WIDTH, row_height=ROW_HEIGHT, pct=pct,
         scripts=(SEARCH_DATA, NAMES_SCRIPT, SEARCH_SCRIPT))
-    # JSON.parse of a string literal: browsers parse JSON faster than the same object as script.
-    data = json.dumps(search_data(snapshots, lookup_index), separators=(",", ":"), allow_nan=False)
-    return {"index.html": page, SEARCH_DATA: f"window.OPSUITE_SEARCH = JSON.parse({json.dumps(data)});\n",
+    return {"index.html": page, SEARCH_DATA: _search_data_script(search_data(snapshots, lookup_index)),
             **{name: _script(name) for name in (NAMES_SCRIPT, SEARCH_SCRIPT)}}

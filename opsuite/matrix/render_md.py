@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from tabulate import tabulate
 
@@ -30,12 +30,21 @@ def columns(cells: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return [c for c in order if c in present] + sorted(present - set(order))
 
 
-def pipe_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A GitHub Markdown table without padding: tabulate pads every cell to its column's widest, which makes
-    a large snapshot's table of cells mostly spaces (hundreds of MB) and slow to build."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+def pipe_table(headers: list[str], rows: Iterable[list[str]]) -> Iterator[str]:
+    """The lines of a GitHub Markdown table without padding: tabulate pads every cell to its column's
+    widest, which makes a large snapshot's table of cells mostly spaces (hundreds of MB) and slow to build."""
+    yield "| " + " | ".join(headers) + " |"
+    yield "|" + "---|" * len(headers)
+    for row in rows:
+        yield "| " + " | ".join(row) + " |"
+
+
+def _joined(lines: Iterable[str]) -> Iterator[str]:
+    """What `"\n".join(lines)` is, in pieces: a large page is written as it is made, never held whole."""
+    for number, line in enumerate(lines):
+        if number:
+            yield "\n"
+        yield line
 
 
 def catalog_text(catalog: dict[str, Any]) -> str:
@@ -94,8 +103,13 @@ def caveats_section(snap: Snapshot) -> list[str]:
     return out + [""]
 
 
-def snapshot_page(snap: Snapshot) -> str:
-    """The snapshot's README.md: stack, runs, summary by category and status, every cell, failure details."""
+def snapshot_page(snap: Snapshot) -> Iterator[str]:
+    """The snapshot's README.md (stack, runs, summary by category and status, every cell, failure
+    details), in the pieces of its text."""
+    return _joined(_snapshot_lines(snap))
+
+
+def _snapshot_lines(snap: Snapshot) -> Iterator[str]:
     data, cells = snap.data, snap.cells
     run_number = {run["run_id"]: n for n, run in enumerate(data["runs"], start=1)}
     summary = data["summary"]
@@ -127,15 +141,16 @@ def snapshot_page(snap: Snapshot) -> str:
         kind, name, dtype, direction = split_id(case_id)
         numbers = [n for n, c in enumerate(snap.caveats, start=1) if caveats.reasons([c], case_id)]
         grid[(kind, name)][(dtype, direction)] = _cell_text(cell, run_number, numbers)
-    rows = [[f"{md(kind)}/{md(name)}", *(row.get(col, "") for col in cols)] for (kind, name), row in sorted(grid.items())]
-    out += [pipe_table(["subject", *(f"{d} {r}" for d, r in cols)], rows), ""]
+    yield from out
+    rows = ([f"{md(kind)}/{md(name)}", *(row.get(col, "") for col in cols)] for (kind, name), row in sorted(grid.items()))
+    yield from pipe_table(["subject", *(f"{d} {r}" for d, r in cols)], rows)
+    yield ""
     failed = [(case_id, cell) for case_id, cell in cells.items() if cell.get("failure")]
     if failed:
-        out += ["## Failures in full", ""]
+        yield from ["## Failures in full", ""]
         for case_id, cell in failed:
-            out.append(f"- `{case_id}`: " + "; ".join(f"{label}: {md(text)}" for label, text in notes.details(cell)))
-        out.append("")
-    return "\n".join(out)
+            yield f"- `{case_id}`: " + "; ".join(f"{label}: {md(text)}" for label, text in notes.details(cell))
+        yield ""
 
 
 def index_page(snapshots: list[Snapshot]) -> str:

@@ -20,6 +20,7 @@ from opsuite import names, vocabulary
 from opsuite.matrix import MatrixError, stack
 
 if TYPE_CHECKING:
+    from opsuite.record import CaseRecord
     from opsuite.results import Run
 
 SCHEMA_VERSION = 1
@@ -87,50 +88,63 @@ def _difference(a: "Run", b: "Run") -> str:
     return ", ".join(fields)
 
 
-def cells_of(runs: list["Run"], files: list[str]) -> dict[str, dict[str, Any]]:
-    """The cells of loaded runs, each traced to `file` (its name for readers) and line; one per case."""
+def _check_same_stack(first: "Run", run: "Run") -> None:
+    """Raise MatrixError unless two runs are of the same backend and stack (one snapshot holds one stack)."""
+    if run.backend != first.backend:
+        raise MatrixError(f"cannot publish results of different backends together: {first.path.name} is "
+                          f"{first.backend}, {run.path.name} is {run.backend}; publish them separately")
+    if stack.identity(run.header) != stack.identity(first.header):
+        raise MatrixError(f"cannot publish results of different stacks together: {first.path.name} and "
+                          f"{run.path.name} differ in {_difference(first, run)}; publish them separately")
+
+
+def read_cells(paths: list[Path], files: list[str]) -> tuple[list["Run"], dict[str, dict[str, Any]]]:
+    """Load results files as matrix cells, each traced to `file` (the file's name for readers) and line;
+    one per case. Each record becomes its cell as it is read, so that a large file's records are never all
+    in memory at once: the runs come back with their headers, warnings and line numbers, no records.
+    Raises MatrixError for a file that cannot be read, has no case, or repeats another's case."""
+    from opsuite.results import ResultsError
+    from opsuite.results import load as load_results
+
     cells: dict[str, dict[str, Any]] = {}
-    origin: dict[str, str] = {}
-    for run, file in zip(runs, files):
-        if not run.records:
+    runs: list["Run"] = []
+
+    def take(run: "Run", record: "CaseRecord", line: int) -> None:
+        if not runs or runs[-1] is not run:  # the first record of a file: its stack, before its cases
+            if runs:
+                _check_same_stack(runs[0], run)
+            runs.append(run)
+        if record.case_id in cells:
+            other = next(r.path for r in runs if record.case_id in r.lines)
+            raise MatrixError(f"case {record.case_id} is recorded twice ({other} and {run.path}); "
+                              f"publish one result per case")
+        record.samples = []  # each sample's result stays in the results file: too long for a table
+        cell = record.to_json()
+        del cell["case_id"], cell["backend"], cell["samples"]
+        cell["extra"] = {k: v for k, v in cell["extra"].items() if k not in _BULKY_EXTRA}
+        cell["source"] = {"file": files[len(runs) - 1], "line": line, "run_id": run.header["run_id"]}
+        cells[record.case_id] = cell
+
+    for path in paths:
+        try:
+            run = load_results(path, on_record=take)
+        except ResultsError as exc:
+            raise MatrixError(str(exc)) from None
+        if not run.lines:
             raise MatrixError(f"{run.path}: no case records (only a header); nothing to publish")
-        for record in run.records:
-            if record.case_id in cells:
-                raise MatrixError(f"case {record.case_id} is recorded twice ({origin[record.case_id]} and "
-                                  f"{run.path}); publish one result per case")
-            cell = record.to_json()
-            del cell["case_id"], cell["backend"]
-            cell.pop("samples", None)  # each sample's result stays in the results file: too long for a table
-            cell["extra"] = {k: v for k, v in cell["extra"].items() if k not in _BULKY_EXTRA}
-            cell["source"] = {"file": file, "line": run.lines[record.case_id], "run_id": run.header["run_id"]}
-            cells[record.case_id] = cell
-            origin[record.case_id] = str(run.path)
-    return dict(sorted(cells.items()))
+    return runs, dict(sorted(cells.items()))
 
 
 def run_cells(results: Path) -> dict[str, dict[str, Any]]:
     """The cells of a results file, traced to its path."""
-    from opsuite.results import ResultsError
-    from opsuite.results import load as load_results
-
-    try:
-        run = load_results(results)
-    except ResultsError as exc:
-        raise MatrixError(str(exc)) from None
-    return cells_of([run], [str(results)])
+    return read_cells([results], [str(results)])[1]
 
 
-def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, Any]:
-    """The snapshot object of results files of one stack; `files` are their names inside the snapshot."""
+def build(runs: list["Run"], cells: dict[str, dict[str, Any]], files: list[str],
+          sha256s: list[str]) -> dict[str, Any]:
+    """The snapshot object of results files of one stack (`read_cells`: their runs and cells); `files`
+    are their names inside the snapshot."""
     first = runs[0]
-    for run in runs[1:]:
-        if run.backend != first.backend:
-            raise MatrixError(f"cannot publish results of different backends together: {first.path.name} is "
-                              f"{first.backend}, {run.path.name} is {run.backend}; publish them separately")
-        if stack.identity(run.header) != stack.identity(first.header):
-            raise MatrixError(f"cannot publish results of different stacks together: {first.path.name} and "
-                              f"{run.path.name} differ in {_difference(first, run)}; publish them separately")
-    cells = cells_of(runs, files)
     header = first.header
     key = stack.key(header)
     return {
@@ -146,7 +160,7 @@ def build(runs: list["Run"], files: list[str], sha256s: list[str]) -> dict[str, 
         "started_at": min(run.header["started_at"] for run in runs),
         "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "runs": [{"run_id": run.header["run_id"], "file": file, "source_name": run.path.name,
-                  "started_at": run.header["started_at"], "cases": len(run.records), "sha256": digest,
+                  "started_at": run.header["started_at"], "cases": len(run.lines), "sha256": digest,
                   "opsuite": run.header["opsuite"], "options": run.header["options"],
                   "host": run.header["host"], "catalog": run.header["catalog"]}
                  for run, file, digest in zip(runs, files, sha256s)],
