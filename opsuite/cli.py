@@ -33,6 +33,11 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="backend under test (default: a Neuron device if present, else xla)")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression selecting cases, e.g. 'softmax and bfloat16'")
     parser.add_argument("-n", dest="workers", help="parallel workers (pytest-xdist), a number or 'auto'")
+    parser.add_argument("--executor", default="local",
+                        help="where cases run: local (default; -n N for N workers) or ray (one case worker per "
+                             "NeuronCore or CPU of a Ray cluster; pip install 'opsuite[ray]')")
+    parser.add_argument("--address", help="with --executor ray: the Ray cluster (host:port, or 'auto' on a node "
+                                          "started with `ray start`); default: a local Ray instance")
     parser.add_argument("--profile", help="named options (opsuite/profiles.py): quick (the default: ops, blocks, "
                                           "models; float32, bfloat16; 2 samples) or matrix (the same, every "
                                           "sample: what published snapshots run); with --baseline, the "
@@ -82,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     import pytest
 
-    from opsuite import backends, pytest_plugin, summary
+    from opsuite import backends, pytest_plugin, ray_executor, summary
     from opsuite.pytest_plugin import RESULTS_FAILED_EXIT, WORKER_FAILED_EXIT, check_options
     from opsuite.results import load
     from opsuite.schedule import Shard
@@ -96,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.shard:
             Shard.parse(args.shard)
         check_choices(_csv(args.kinds or ""), KINDS, "case kind")
+        ray_executor.check_executor(args.executor, args.address, args.workers)
     except (backends.BackendError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if args.update_baseline and not args.baseline:
@@ -117,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "-q", "--tb=no", "-o", f"cache_dir={results.resolve().parent / '.pytest_cache'}",
             "--rootdir", str(CASES_DIR.parent)]
     for flag, value in (("-k", args.keyword), ("-n", args.workers), ("--profile", chosen.name),
+                        ("--executor", args.executor), ("--address", args.address),
                         ("--dtypes", ",".join(chosen.dtypes or ()) or None),
                         ("--directions", ",".join(chosen.directions or ()) or None),
                         ("--op", ",".join(args.op or ()) or None),

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 import opsuite
-from opsuite import backends, names, profiles, schedule, summary
+from opsuite import backends, names, profiles, ray_executor, schedule, summary
 from opsuite.backends import neuron_tools
 from opsuite.isolation import CasesRequest, IsolatedRunner, WorkerConfig, WorkerStartError
 from opsuite.matrix import MatrixError, check_writable, find_matrix, notes, publish, snapshot
@@ -46,6 +46,7 @@ _FACTS_KEY = pytest.StashKey[dict]()  # the catalog facts the worker reported wh
 _FINISHED_KEY = pytest.StashKey[set]()  # under --resume: the case ids the run had finished
 _STARTED_KEY = pytest.StashKey[float]()  # xdist: when the controlling process started its workers
 _SELECTION_KEY = pytest.StashKey[list]()  # under --shard: every case id of the whole run, before the split
+_REFUSED_KEY = pytest.StashKey[str]()  # --executor ray: why the cluster cannot run the cases (said after collection)
 DEFAULT_SAMPLES = 2
 DEFAULT_CASE_TIMEOUT_S = 300.0
 WORKER_FAILED_EXIT = 3  # the exit code when the backend's worker cannot start: no case can run
@@ -88,6 +89,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shard", default=None, metavar="K/N",
                     help="run only part K of N (1 <= K <= N), split by the case times of the backend's latest "
                          "snapshot so that every part takes about as long; `opsuite merge` joins the parts")
+    group.addoption("--executor", default="local", choices=ray_executor.EXECUTORS,
+                    help="where cases run: local (this process's case worker, or xdist's under -n) or ray (one "
+                         "case worker per NeuronCore or CPU of a Ray cluster; pip install 'opsuite[ray]')")
+    group.addoption("--address", default=None,
+                    help="with --executor ray: the Ray cluster to join (host:port, or 'auto' on a node of a "
+                         "cluster started with `ray start`); default: a local Ray instance on 127.0.0.1")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -142,6 +149,8 @@ def pytest_configure(config: pytest.Config) -> None:
             schedule.Shard.parse(config.getoption("shard"))
         check_options(chosen.samples, config.getoption("dtypes"), config.getoption("directions"),
                       config.getoption("case_timeout"), config.getoption("numprocesses", None))
+        ray_executor.check_executor(config.getoption("executor"), config.getoption("address"),
+                                    config.getoption("numprocesses", None))
     except (backends.BackendError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.pluginmanager.hasplugin("xdist") and config.getoption("maxschedchunk", None) is None:
@@ -167,7 +176,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "opsuite": {"version": opsuite.__version__, "commit": _git_commit()},
         "options": {"profile": chosen.name, **_selection(config, chosen),
                     "case_timeout_s": config.getoption("case_timeout"),
-                    "workers": config.getoption("numprocesses", None)},
+                    "workers": config.getoption("numprocesses", None), "executor": config.getoption("executor")},
     }
     _configure_baseline(config, backend)
 
@@ -270,10 +279,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         facts = catalog.facts()
     else:
         session = _case_session(metafunc.config)
+        if _REFUSED_KEY in metafunc.config.stash:
+            metafunc.parametrize("case_id", [])
+            return
         try:
             ids, facts = session.runner.cases(request)
         except WorkerStartError as exc:
-            pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
+            if not session.on_ray:
+                pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
+            # pytest shows an exit raised while collecting as a collection error, cut short: the reason (no
+            # cluster, nodes of two stacks) is said whole once collection is over, before any case runs
+            metafunc.config.stash[_REFUSED_KEY] = str(exc)
+            metafunc.parametrize("case_id", [])
+            return
         _say(metafunc.config, f"{len(ids)} {kind} cases, {time.monotonic() - session.started:.0f} s after the "
                               "case worker started")
     metafunc.config.stash.setdefault(_FACTS_KEY, {}).update(facts)
@@ -318,9 +336,11 @@ def _case_session(config: pytest.Config) -> "CaseSession":
     """This process's case session, made (and its worker started) when it is first needed."""
     if _SESSION_KEY not in config.stash:
         session = config.stash[_SESSION_KEY] = CaseSession(config)
-        _say(config, f"starting the {session.run['backend']} case worker: it imports the stack and builds the "
+        workers = "case workers, one per slot of the Ray cluster" if session.on_ray else "case worker"
+        _say(config, f"starting the {session.run['backend']} {workers}: each imports the stack and builds the "
                      "catalog (a minute or so)")
-        session.runner.start()
+        if not session.on_ray:  # Ray's runner joins the cluster when first asked for cases, and fails there
+            session.runner.start()
     return config.stash[_SESSION_KEY]
 
 
@@ -334,9 +354,12 @@ class CaseSession:
             backends.check_available(self.run["backend"])
         except backends.BackendError as exc:
             pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
-        self.runner = IsolatedRunner(
-            WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"])),
-            case_timeout_s=self.run["options"]["case_timeout_s"])
+        worker = WorkerConfig(backend=self.run["backend"], samples=parse_samples(self.run["options"]["samples"]))
+        timeout = self.run["options"]["case_timeout_s"]
+        # Under Ray, records are written as they come back from the cluster, not when pytest reaches them.
+        self.on_ray = config.getoption("executor") == "ray"
+        self.runner = ray_executor.RayRunner(worker, timeout, config.getoption("address"), self._record) \
+            if self.on_ray else IsolatedRunner(worker, case_timeout_s=timeout)
         self.writer = ResultsWriter(Path(self.run["results"]), self._header)
         self.baseline = config.stash.get(BASELINE_KEY, None)
         self.started = time.monotonic()
@@ -350,6 +373,7 @@ class CaseSession:
             "started_at": self.run["started_at"],
             "stack": hello.get("stack", {}),
             "env": hello.get("env", {}),
+            **({"nodes": hello["nodes"]} if "nodes" in hello else {}),  # the Ray nodes, each with its stack
             "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                      "python": platform.python_version(), "cpus": os.cpu_count(), "user": getpass.getuser()},
             "opsuite": self.run["opsuite"],
@@ -357,16 +381,21 @@ class CaseSession:
             "options": self.run["options"],
         }
 
+    def _record(self, record: CaseRecord) -> None:
+        """Append a finished case to the results file (a full disk stops the run)."""
+        try:
+            self.writer.append(record, self.run["run_id"])
+        except ResultsError as exc:  # a full disk: stop; every case finished before is whole in the file
+            pytest.exit(str(exc), returncode=RESULTS_FAILED_EXIT)
+
     def check(self, case_id: str) -> CaseRecord:
         """Run one case, record it, and turn it into a pytest outcome."""
         try:
             record = self.runner.run(case_id)
         except WorkerStartError as exc:
             pytest.exit(str(exc), returncode=WORKER_FAILED_EXIT)
-        try:
-            self.writer.append(record, self.run["run_id"])
-        except ResultsError as exc:  # a full disk: stop; every case finished before is whole in the file
-            pytest.exit(str(exc), returncode=RESULTS_FAILED_EXIT)
+        if not self.on_ray:
+            self._record(record)
         if record.status is Status.PASS:
             return record
         reason = notes.short(record.to_json())
@@ -404,6 +433,8 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Record what was selected, for the run header: kinds, case count, the catalog's facts (op_db size)."""
+    if _REFUSED_KEY in session.config.stash:
+        pytest.exit(session.config.stash[_REFUSED_KEY], returncode=WORKER_FAILED_EXIT)
     cases = [item for item in session.items if "case_id" in getattr(item, "fixturenames", ())]
     if not cases:
         return
@@ -412,6 +443,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                           **session.config.stash.get(_FACTS_KEY, {})}
     if _SELECTION_KEY in session.config.stash:  # a shard: `opsuite merge` checks the parts cover this
         session.config.stash[_CATALOG_KEY]["selection"] = session.config.stash[_SELECTION_KEY]
+    case_session = session.config.stash.get(_SESSION_KEY, None)
+    if case_session is not None and case_session.on_ray:  # the cluster starts on the cases in this order
+        case_session.runner.plan([_case_id(item) for item in cases])
 
 
 def _case_id(item: pytest.Item) -> str | None:

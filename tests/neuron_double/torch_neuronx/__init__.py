@@ -19,12 +19,16 @@ What it is built to exercise:
   holding `aten.atan2` with a compiler error code;
 - torch-neuronx's op tracking (`get_fallback_ops`, `clear_op_tracking`), absent when
   OPSUITE_DOUBLE_NO_OP_TRACKING=1, as in a release without it;
-- a release that lost kernels: OPSUITE_DOUBLE_NO_KERNEL=sin,neg leaves those ops to the CPU fallback.
+- a release that lost kernels: OPSUITE_DOUBLE_NO_KERNEL=sin,neg leaves those ops to the CPU fallback;
+- a runtime that kills its process: OPSUITE_DOUBLE_CRASH=aten::cos.out dies of SIGSEGV in that fallback;
+- a compiler that takes its time, as neuronx-cc does: OPSUITE_DOUBLE_COMPILE_S=2 per graph.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from typing import Any
 
 import torch
@@ -128,6 +132,8 @@ def _cpu_fallback(op: Any, *args: Any, **kwargs: Any) -> Any:
     name = op.name()
     if name in NOT_IMPLEMENTED:
         raise NotImplementedError(f"Operation {name} is not implemented for Neuron")
+    if name in os.environ.get("OPSUITE_DOUBLE_CRASH", "").split(","):
+        os.kill(os.getpid(), signal.SIGSEGV)
     _fallbacks.append(name)
     return _on_cpu(op, args, kwargs)
 
@@ -151,6 +157,7 @@ def compile_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
 
 
 def _compile_aten_graph(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+    time.sleep(float(os.environ.get("OPSUITE_DOUBLE_COMPILE_S", 0)))
     for node in gm.graph.nodes:
         if isinstance(node.target, torch._ops.OpOverload) and node.target.name() == f"aten::{REFUSED_BY_COMPILER}":
             raise RuntimeError(f"[NCC_EVRF001] Operator {REFUSED_BY_COMPILER} is not supported "
