@@ -90,3 +90,16 @@ def test_an_error_text_is_escaped_in_both_pages(tmp_path):
     result = release_notes.release_notes(a, b)
     assert "<script>" not in release_notes.html(result) and "&lt;script&gt;" in release_notes.html(result)
     assert "\\<script\\>" in release_notes.markdown(result) and "\\| \\*x\\*" in release_notes.markdown(result)
+
+
+def test_without_matrix_the_matrix_is_found_as_every_command_finds_it(matrix, tmp_path):
+    """No --matrix: OPSUITE_MATRIX (else the checkout's matrix/), not a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    path, ids = matrix
+    done = subprocess.run([sys.executable, "-m", "opsuite.cli", "release-notes", ids["real"], ids["2.14.0"], "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "OPSUITE_MATRIX": str(path)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["headline"].startswith("cpu 2.14.0 vs ")

@@ -83,11 +83,12 @@ def cmd_release_notes(args: argparse.Namespace) -> int:
     """What release B changed against A, for people: print the Markdown notes (or JSON); --write the pages."""
     from opsuite.matrix import release_notes, snapshot
 
-    a, b = (snapshot.load(snapshot.resolve(ref, args.matrix)) for ref in (args.a, args.b))
+    matrix = find_matrix(args.matrix, write=args.write)
+    a, b = (snapshot.load(snapshot.resolve(ref, matrix)) for ref in (args.a, args.b))
     result = release_notes.release_notes(a, b)
     sys.stdout.write(json.dumps(result, indent=1) + "\n" if args.json else release_notes.markdown(result))
     if args.write:
-        for path in release_notes.write(result, args.matrix):
+        for path in release_notes.write(result, matrix):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 
