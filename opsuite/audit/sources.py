@@ -11,6 +11,7 @@ import difflib
 import importlib
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,7 +258,11 @@ def from_exported(path: str, dtype: torch.dtype | None, train: bool) -> Built:
     if not file.is_file():
         raise AuditError(f"--exported {path}: no such file")
     try:
-        program = torch.export.load(str(file))
+        with warnings.catch_warnings():
+            # torch 2.9's loader reads weights with torch.frombuffer over a read-only buffer and warns about
+            # it; the program is only traced on fake tensors here, its weights never written.
+            warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+            program = torch.export.load(str(file))
     except Exception as exc:
         raise AuditError(f"--exported {path}: not a torch.export program ({first_line(exc)})") from None
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
