@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--snapshot", type=Path, default=None, help="snapshot directory whose records are used")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    snapshot_dir = args.snapshot or _default_snapshot()
+    snapshot_dir = args.snapshot.resolve() if args.snapshot else _default_snapshot()
     samples = None if args.samples == "all" else int(args.samples)
     python = [sys.executable]
     with tempfile.TemporaryDirectory(prefix="opsuite-scale-") as tmp:
