@@ -23,6 +23,14 @@ SEVERITY = ("crash", "timeout", "compile_error", "runtime_error", "mismatch", "f
 # The statuses in which the device produced a result that can be trusted as a port target.
 WORKING = frozenset({"pass"})
 NOT_APPLICABLE = "skip"
+# Ran and matched, with named aten ops on the host: it works, but not all on the device.
+HOST_FALLBACK = "fallback"
+
+
+def working_rank(status: str) -> int:
+    """How well a cell works: 2 it passes, 1 with a host fallback, 0 not at all. A cell that moves down a
+    rank between two runs stopped working as it had (diff's `regressed`, history's "stopped working in")."""
+    return 2 if status in WORKING else 1 if status == HOST_FALLBACK else 0
 STATUS_COLORS = {
     "pass": "#2e7d32", "fallback": "#c0a000", "mismatch": "#ef6c00", "compile_error": "#c62828",
     "runtime_error": "#8e0000", "crash": "#6a1b9a", "timeout": "#546e7a", "skip": "#bdbdbd",

@@ -66,6 +66,11 @@ def test_change_rules():
     skip = {"status": "skip"}
     assert diff.change(ok, fallback) == "regressed"  # an op moving to the host is a regression
     assert diff.change(fallback, ok) == "improved"
+    # Right numbers with a host fallback, then wrong numbers: a regression (xla's stft float32 backward,
+    # 2.7.0 -> 2.8.1); the way back is a changed failure, not newly working.
+    mismatch = {"status": "mismatch", "failure": None}
+    assert diff.change(fallback, mismatch) == "regressed" and diff.change(fallback, compile_a) == "regressed"
+    assert diff.change(mismatch, fallback) == "changed"
     assert diff.change(compile_a, compile_b) == "changed"
     assert diff.change(compile_a, dict(compile_a)) is None
     assert diff.change(ok, skip) == "changed" and diff.change(skip, skip) is None

@@ -52,6 +52,12 @@ def test_timeline_passes_over_gaps_and_skips():
     assert facts == {"works_since": "e", "stopped_in": ["d"]}
     assert history.timeline_facts([("a", "pass"), ("b", "mismatch")]) == {"works_since": None, "stopped_in": ["b"]}
     assert history.timeline_facts([]) == {"works_since": None, "stopped_in": []}
+    # A host fallback that became a failure stopped working too (xla's stft float32 backward, 2.7.0 -> 2.8.1);
+    # a failure that became another failure did not.
+    assert history.timeline_facts([("2.7.0", "fallback"), ("2.8.1", "mismatch"), ("2.9.0", "fallback")]) == \
+        {"works_since": None, "stopped_in": ["2.8.1"]}
+    assert history.timeline_facts([("a", "pass"), ("b", "fallback"), ("c", "crash"), ("d", "runtime_error")]) == \
+        {"works_since": None, "stopped_in": ["b", "c"]}
 
 
 def test_a_host_fallback_reads_works_with_host_fallback(tmp_path):

@@ -2,7 +2,8 @@
 
 The same rule serves `opsuite diff A B` (snapshots, or a finished run's results file on either side,
 compared without publishing it) and the nightly regression mode (a baseline snapshot against a new
-run): only `pass` is working, so pass -> fallback is a regression too.
+run): only `pass` is working, so pass -> fallback is a regression too, and so is a host fallback (right
+numbers, partly on the host) that became a failure.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from tabulate import tabulate
 
 from opsuite.matrix import MatrixError, notes, snapshot
-from opsuite.vocabulary import NOT_APPLICABLE, WORKING
+from opsuite.vocabulary import NOT_APPLICABLE, WORKING, working_rank
 
 CLASSES = ("regressed", "improved", "changed", "added", "removed")
 EXIT_OK, EXIT_REGRESSED = 0, 1
@@ -29,10 +30,10 @@ def change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None
     before, after = old["status"], new["status"]
     if NOT_APPLICABLE in (before, after):
         return None if before == after else "changed"
-    if before in WORKING:
-        return None if after in WORKING else "regressed"
+    if working_rank(after) < working_rank(before):  # a pass that fell back or failed; a fallback that failed
+        return "regressed"
     if after in WORKING:
-        return "improved"
+        return None if before in WORKING else "improved"
     return None if notes.error_class(old) == notes.error_class(new) else "changed"
 
 

@@ -12,18 +12,16 @@ from typing import Any
 from tabulate import tabulate
 
 from opsuite.matrix import lookup, stack
-from opsuite.vocabulary import NOT_APPLICABLE, WORKING
+from opsuite.vocabulary import HOST_FALLBACK, NOT_APPLICABLE, WORKING, working_rank
 
-HOST_FALLBACK = "fallback"
-# A fallback ran and matched, with named aten ops on the host: it works, but not all on the device.
 FALLBACK_WORDS = "works, with host fallback"
 
 
 def timeline_facts(timeline: list[tuple[str, str | None]]) -> dict[str, Any]:
-    """From (snapshot id, status or None) oldest first: works since, and every snapshot where it stopped."""
+    """From (snapshot id, status or None) oldest first: works since (passes since), and every snapshot
+    where it stopped working as it had (a pass or a host fallback that became worse)."""
     seen = [(label, status) for label, status in timeline if status not in (None, NOT_APPLICABLE)]
-    stopped = [label for (_, before), (label, after) in zip(seen, seen[1:])
-               if before in WORKING and after not in WORKING]
+    stopped = [label for (_, before), (label, after) in zip(seen, seen[1:]) if working_rank(after) < working_rank(before)]
     since = None
     for label, status in reversed(seen):
         if status not in WORKING:

@@ -24,7 +24,8 @@ from opsuite.matrix.snapshot import Snapshot, split_id
 DIRECTORY = "release-notes"
 # Sections in reading order: key, title, what the section holds.
 SECTIONS = (
-    ("newly_broken", "Newly broken", "passed before, do not pass now"),
+    ("newly_broken", "Newly broken", "worked before and work less now: a pass that falls back to the host or "
+                                     "fails, or a host fallback that fails"),
     ("newly_working", "Newly working", "did not pass before, pass now"),
     ("new_fallbacks", "New host fallbacks", "aten ops that run on the host now and did not before"),
     ("fallbacks_removed", "Fallbacks removed", "aten ops that ran on the host before and do not now"),
