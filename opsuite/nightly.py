@@ -145,6 +145,7 @@ def nightly(args: argparse.Namespace) -> int:
         notes = release_notes.release_notes(previous, new)
         outcome["notes"] = notes
         outcome["notes_files"] = [str(p) for p in release_notes.write(notes, args.matrix)]
+        publish.reindex(args.matrix, pages=False)  # the index links the new notes
     regressed = bool(outcome["notes"] and outcome["notes"]["counts"]["newly_broken"])
     failed = regressed or outcome["missing"] or "publish_error" in outcome or run_exit != 0
     outcome["exit"] = EXIT_FAILED if failed else EXIT_OK

@@ -43,6 +43,12 @@ def test_a_release_that_fixed_one_changed_an_error_code_and_changed_the_catalog(
     assert SOFTMAX_BACKWARD in changed and "test/T001" in changed and "test/T002" in changed
     removed = text.split("## Cases removed by the catalog (1)")[1]
     assert JITERATOR in removed  # gone from the catalog: listed as such, not as a regression
+    # The written notes are linked from the matrix's index, page and README alike.
+    [page] = release_notes.files(path)
+    assert page["headline"] == text.split("\n", 1)[0].removeprefix("# ").replace("\\", "")
+    assert (path / page["html"]).is_file() and (path / page["md"]).is_file()
+    assert f'<a href="{page["html"]}">' in (path / "index.html").read_text()
+    assert f"]({page['md']}) ([HTML]({page['html']}))" in (path / "README.md").read_text()
     assert "Newly broken" in text and "## Newly broken" not in text
     # 2.14.0 ran no blocks: the blocks cells of 2.15.0 are outside the comparison, not "added".
     assert "2 cells are left out" in text

@@ -81,7 +81,7 @@ def _add_release_notes(parser: argparse.ArgumentParser) -> None:
 
 def cmd_release_notes(args: argparse.Namespace) -> int:
     """What release B changed against A, for people: print the Markdown notes (or JSON); --write the pages."""
-    from opsuite.matrix import release_notes, snapshot
+    from opsuite.matrix import publish, release_notes, snapshot
 
     matrix = find_matrix(args.matrix, write=args.write)
     a, b = (snapshot.load(snapshot.resolve(ref, matrix)) for ref in (args.a, args.b))
@@ -90,6 +90,7 @@ def cmd_release_notes(args: argparse.Namespace) -> int:
     if args.write:
         for path in release_notes.write(result, matrix):
             print(f"wrote {path}", file=sys.stderr)
+        publish.reindex(matrix, pages=False)  # the index links every release's notes
     return 0
 
 

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from opsuite.matrix import MatrixError, index, op_cells, render_html, render_md, snapshot
+from opsuite.matrix import MatrixError, index, op_cells, release_notes, render_html, render_md, snapshot
 from opsuite.matrix.snapshot import Snapshot
 from opsuite.results import collector_paused
 
@@ -109,16 +109,17 @@ def write_snapshot_json(data: dict, path: Path) -> None:
         out.write("\n }\n}\n")
 
 
-def derived_files(snapshots: list[Snapshot]) -> Iterator[tuple[str, str | Iterable[str]]]:
-    """The matrix's top-level files, regenerated from every snapshot: (name, text) pairs, each made when
-    the one before is written (a large matrix's files are tens of MB each)."""
-    yield "README.md", render_md.index_page(snapshots)
+def derived_files(snapshots: list[Snapshot], matrix: Path) -> Iterator[tuple[str, str | Iterable[str]]]:
+    """The matrix's top-level files, regenerated from every snapshot and the release notes written in it:
+    (name, text) pairs, each made when the one before is written (a large matrix's files are tens of MB each)."""
+    notes_pages = release_notes.files(matrix)
+    yield "README.md", render_md.index_page(snapshots, notes_pages)
     lookup_index = index.build(snapshots)
     yield from index.files(lookup_index).items()
     # Its cells are written: the page's search needs only the subjects' names, the aliases and aten ops.
     lookup_index["subjects"] = dict.fromkeys(lookup_index["subjects"])
     del lookup_index["dispatched"]
-    yield from render_html.index_files(snapshots, lookup_index).items()
+    yield from render_html.index_files(snapshots, lookup_index, notes_pages).items()
 
 
 def write_text(path: Path, text: str | Iterable[str]) -> None:
@@ -219,7 +220,7 @@ def _publish(results: list[str | Path], matrix: Path, replace: bool) -> Snapshot
         everything = [s for s in existing if s.id != new.id] + [Snapshot(target, new.data)]
         everything.sort(key=lambda s: (s.backend, s.order_key))
         moves = [(new_dir, target)]
-        for name, text in derived_files(everything):
+        for name, text in derived_files(everything, matrix):
             write_text(staging / f"new-{name}", text)
             del text  # before the next file is made
             moves.append((staging / f"new-{name}", matrix / name))
@@ -227,23 +228,24 @@ def _publish(results: list[str | Path], matrix: Path, replace: bool) -> Snapshot
     return Snapshot(target, new.data)
 
 
-def reindex(matrix: Path) -> list[Snapshot]:
-    """Rewrite every snapshot's pages and the top-level files from the snapshots' JSON (same atomicity)."""
+def reindex(matrix: Path, pages: bool = True) -> list[Snapshot]:
+    """Rewrite every snapshot's pages (unless `pages` is false) and the top-level files from the snapshots'
+    JSON and the release notes written in the matrix (same atomicity)."""
     with collector_paused():
-        return _reindex(matrix)
+        return _reindex(matrix, pages)
 
 
-def _reindex(matrix: Path) -> list[Snapshot]:
+def _reindex(matrix: Path, pages: bool) -> list[Snapshot]:
     if not matrix.is_dir():
         raise MatrixError(f"no matrix directory at {matrix}")
     with _staging(matrix) as staging:
         snapshots = snapshot.load_all(matrix)
         moves = []
-        for number, snap in enumerate(snapshots):
-            pages = Snapshot(staging / f"pages-{number}", snap.data, snap.caveats)
-            pages.path.mkdir()
-            moves += [(pages.path / name, snap.path / name) for name in write_snapshot_pages(pages)]
-        for name, text in derived_files(snapshots):
+        for number, snap in enumerate(snapshots if pages else ()):
+            staged = Snapshot(staging / f"pages-{number}", snap.data, snap.caveats)
+            staged.path.mkdir()
+            moves += [(staged.path / name, snap.path / name) for name in write_snapshot_pages(staged)]
+        for name, text in derived_files(snapshots, matrix):
             write_text(staging / f"new-{name}", text)
             del text  # before the next file is made
             moves.append((staging / f"new-{name}", matrix / name))

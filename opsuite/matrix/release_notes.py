@@ -13,6 +13,7 @@ the index page.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -187,16 +188,23 @@ def write(result: dict[str, Any], matrix: Path) -> list[Path]:
     return paths
 
 
+def _natural(text: str) -> tuple:
+    """A sort key in which 2.10.0 comes after 2.9.0."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text))
+
+
 def files(matrix: Path) -> list[dict[str, str]]:
     """Every release-notes page pair in a matrix, for the index to link: backend, headline, md, html
-    (paths relative to the matrix), newest file first."""
+    (paths relative to the matrix), by backend, newest release first (by file name: `<A>..<B>__...`),
+    the same in every checkout."""
     found = []
     for page in (matrix / DIRECTORY).glob("*/*.md"):
         first = page.read_text().split("\n", 1)[0]
-        found.append((page.stat().st_mtime, {
+        found.append({
             "backend": page.parent.name,
             "headline": first.removeprefix("# ").replace("\\", ""),
-            "md": str(page.relative_to(matrix)),
-            "html": str(page.with_suffix(".html").relative_to(matrix)),
-        }))
-    return [entry for _, entry in sorted(found, key=lambda f: f[0], reverse=True)]
+            "md": page.relative_to(matrix).as_posix(),
+            "html": page.with_suffix(".html").relative_to(matrix).as_posix(),
+        })
+    found.sort(key=lambda f: _natural(Path(f["md"]).name), reverse=True)
+    return sorted(found, key=lambda f: f["backend"])

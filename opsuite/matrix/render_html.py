@@ -242,13 +242,18 @@ def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]]
             [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell)] for key, cell in cells]]
 
 
-def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict[str, str | Iterator[str]]:
+def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any],
+                release_notes: list[dict[str, str]] = ()) -> dict[str, str | Iterator[str]]:
     """`matrix/index.html` (the search over every subject and stack, the coverage chart, every snapshot
-    with its figures) and its script and data files."""
+    with its figures, links to the release notes: `release_notes.files`) and its script and data files."""
     ordered = sorted(snapshots, key=lambda s: (s.backend, s.order_key), reverse=True)
     page = _environment().get_template("index.html.j2").render(
         charts=chart(snapshots), snapshots=[{**s.data, "href": snapshot_href(s.data)} for s in ordered],
         statuses=STATUSES, colors=STATUS_COLORS, bar_width=BAR_WIDTH, row_height=ROW_HEIGHT, pct=pct,
+        # Found on disk under release-notes/<backend>/: names of files (`2.8.1..2.9.0__<hashes>.html`), not
+        # a header's words; each part still has to be a name, so a link never leaves that directory.
+        release_notes=[page for page in release_notes
+                       if all(is_name(part) for part in (page["html"].split("/") + page["md"].split("/")))],
         scripts=(SEARCH_DATA, NAMES_SCRIPT, SEARCH_SCRIPT))
     return {"index.html": page, SEARCH_DATA: _search_data_script(search_data(snapshots, lookup_index)),
             **{name: _script(name) for name in (NAMES_SCRIPT, SEARCH_SCRIPT)}}
