@@ -13,6 +13,7 @@ import functools
 import json
 from collections import defaultdict
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import Any, Iterator, NamedTuple
 
 from opsuite.matrix import caveats, history, index, notes, stack
@@ -253,7 +254,7 @@ def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any],
         # Found on disk under release-notes/<backend>/: names of files (`2.8.1..2.9.0__<hashes>.html`), not
         # a header's words; each part still has to be a name, so a link never leaves that directory.
         release_notes=[page for page in release_notes
-                       if all(is_name(part) for part in (page["html"].split("/") + page["md"].split("/")))],
+                       if all(is_name(part) for link in (page["html"], page["md"]) for part in PurePosixPath(link).parts)],
         scripts=(SEARCH_DATA, NAMES_SCRIPT, SEARCH_SCRIPT))
     return {"index.html": page, SEARCH_DATA: _search_data_script(search_data(snapshots, lookup_index)),
             **{name: _script(name) for name in (NAMES_SCRIPT, SEARCH_SCRIPT)}}
