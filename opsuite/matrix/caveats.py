@@ -52,12 +52,21 @@ def load(directory: Path, case_ids: set[str] | dict[str, Any]) -> list[dict[str,
     return data["caveats"]
 
 
+def covers(caveat: dict[str, Any], case_id: str) -> bool:
+    """Whether one of the caveat's patterns matches `case_id`."""
+    return any(fnmatch.fnmatchcase(case_id, pattern) for pattern in caveat["cases"])
+
+
+def numbered(caveats: list[dict[str, Any]], case_id: str) -> list[tuple[int, str]]:
+    """(number from 1 in file order, reason) of each caveat that covers `case_id`: pages mark cells so."""
+    return [(n, c["reason"]) for n, c in enumerate(caveats, start=1) if covers(c, case_id)]
+
+
 def reasons(caveats: list[dict[str, Any]], case_id: str) -> list[str]:
-    """The reasons of the caveats whose patterns match `case_id`, in file order."""
-    return [c["reason"] for c in caveats if any(fnmatch.fnmatchcase(case_id, p) for p in c["cases"])]
+    """The reasons of the caveats that cover `case_id`, in file order."""
+    return [reason for _, reason in numbered(caveats, case_id)]
 
 
 def matched(caveats: list[dict[str, Any]], case_ids) -> list[tuple[dict[str, Any], list[str]]]:
     """Each caveat with the sorted case ids it covers."""
-    return [(c, sorted(i for i in case_ids if any(fnmatch.fnmatchcase(i, p) for p in c["cases"])))
-            for c in caveats]
+    return [(c, sorted(i for i in case_ids if covers(c, i))) for c in caveats]

@@ -81,8 +81,7 @@ def _rows(snap: Snapshot) -> Iterator[_Row]:
     """The snapshot page's rows, one per cell, made as the page is written (not all held at once)."""
     for case_id, cell in snap.cells.items():
         kind, name, dtype, direction = split_id(case_id)
-        said = [(f"caveat {n}", c["reason"]) for n, c in enumerate(snap.caveats, start=1)
-                if caveats.reasons([c], case_id)]
+        said = [(f"caveat {n}", reason) for n, reason in caveats.numbered(snap.caveats, case_id)]
         yield _Row(case_id, f"{kind}/{name}", dtype, direction, cell["status"], notes.details(cell)[1:] + said,
                    repro_command(case_id, snap.backend), " ".join(cell.get("aten_ops", ())))
 
@@ -95,7 +94,8 @@ def snapshot_files(snap: Snapshot) -> dict[str, str | Iterator[str]]:
     cols = columns(cells)
     runs = [{**run, "href": results_href(run["file"])} for run in snap.data["runs"]]
     page = _environment().get_template("snapshot.html.j2").generate(
-        snap=snap.data, runs=runs, rows=_rows(snap), caveats=caveats.matched(snap.caveats, cells), cases=len(cells), statuses=STATUSES, colors=STATUS_COLORS,
+        snap=snap.data, runs=runs, rows=_rows(snap), caveats=caveats.matched(snap.caveats, cells), cases=len(cells),
+        statuses=STATUSES, colors=STATUS_COLORS,
         dtypes=list(dict.fromkeys(d for d, _ in cols)), directions=list(dict.fromkeys(r for _, r in cols)),
         summary=summary_rows(cells), pct=pct, catalog_text=catalog_text, scripts=(NAMES_SCRIPT, SNAPSHOT_SCRIPT))
     return {"index.html": page, **{name: _script(name) for name in (NAMES_SCRIPT, SNAPSHOT_SCRIPT)}}

@@ -139,7 +139,7 @@ def _snapshot_lines(snap: Snapshot) -> Iterator[str]:
     grid: dict[tuple[str, str], dict[tuple[str, str], str]] = defaultdict(dict)
     for case_id, cell in cells.items():
         kind, name, dtype, direction = split_id(case_id)
-        numbers = [n for n, c in enumerate(snap.caveats, start=1) if caveats.reasons([c], case_id)]
+        numbers = [n for n, _ in caveats.numbered(snap.caveats, case_id)]
         grid[(kind, name)][(dtype, direction)] = _cell_text(cell, run_number, numbers)
     yield from out
     rows = ([f"{md(kind)}/{md(name)}", *(row.get(col, "") for col in cols)] for (kind, name), row in sorted(grid.items()))
