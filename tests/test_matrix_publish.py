@@ -75,14 +75,30 @@ def test_snapshot_pages_and_index(tmp_path, results):
     index_md = (matrix / "README.md").read_text()
     assert f"({snap.backend}/{snap.data['key']}/README.md)" in index_md
     row = _row(index_md, f"| [{snap.data['label']}]")
-    assert row[2:5] == [str(len(snap.cells)), f"{snap.data['summary']['pass_pct']:.1f}",
-                        str(snap.data["summary"]["counts"]["pass"])]
+    assert row[2:6] == [str(len(snap.cells)), "2", f"{snap.data['summary']['pass_pct']:.1f}",
+                        str(snap.data["summary"]["counts"]["pass"])]  # 2: the samples per case the run was given
     lookup_index = index.load(matrix)
     assert lookup_index["snapshots"][0]["id"] == snap.id
     assert lookup_index["subjects"]["ops/add"]["0"]["float32/forward"][0] == "pass"
     assert "ops/add" in lookup_index["aten"]["aten::add.Tensor"]
     assert "float32/forward" in lookup_index["subjects"].line("ops/add")[2]["aten::add.Tensor"]
     assert (snap.path / "index.html").is_file() and (matrix / "index.html").is_file()
+
+
+def test_the_index_says_how_many_samples_per_case_each_snapshot_ran(tmp_path, results):
+    # A snapshot joined from a 2-sample run and an every-sample run of the same stack says both.
+    add = edited_copy(results, tmp_path / "add.jsonl", keep=lambda c: c["case_id"].startswith("ops/add/"))
+    rest = edited_copy(results, tmp_path / "rest.jsonl", keep=lambda c: not c["case_id"].startswith("ops/add/"))
+    objs = [json.loads(raw) for raw in rest.read_text().splitlines()]
+    for obj in objs:
+        obj["run_id"] = "every-sample"
+    objs[0]["options"]["samples"] = "all"
+    rest.write_text("".join(json.dumps(obj) + "\n" for obj in objs))
+    matrix = tmp_path / "matrix"
+    snap = publish.publish([add, rest], matrix)
+    assert snap.samples == "2, all"
+    assert _row((matrix / "README.md").read_text(), f"| [{snap.data['label']}]")[3] == "2, all"
+    assert '<td class="num">2, all</td>' in (matrix / "index.html").read_text()
 
 
 def test_results_of_two_stacks_or_backends_are_refused(tmp_path, results):

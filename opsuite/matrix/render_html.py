@@ -249,7 +249,7 @@ def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any],
     with its figures, links to the release notes: `release_notes.files`) and its script and data files."""
     ordered = sorted(snapshots, key=lambda s: (s.backend, s.order_key), reverse=True)
     page = _environment().get_template("index.html.j2").render(
-        charts=chart(snapshots), snapshots=[{**s.data, "href": snapshot_href(s.data)} for s in ordered],
+        charts=chart(snapshots), snapshots=[{**s.data, "href": snapshot_href(s.data), "samples": s.samples} for s in ordered],
         statuses=STATUSES, colors=STATUS_COLORS, bar_width=BAR_WIDTH, row_height=ROW_HEIGHT, pct=pct,
         # Found on disk under release-notes/<backend>/: names of files (`2.8.1..2.9.0__<hashes>.html`), not
         # a header's words; each part still has to be a name, so a link never leaves that directory.

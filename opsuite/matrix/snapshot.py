@@ -51,6 +51,13 @@ class Snapshot:
         return self.data["cells"]
 
     @property
+    def samples(self) -> str:
+        """Samples per case its runs were given (`--samples`): "all", a count, or each value its runs
+        differ by ("2, all"), so an index row says what a pass % covers."""
+        values = {str(run.get("options", {}).get("samples", "unknown")) for run in self.data["runs"]}
+        return ", ".join(sorted(values, key=lambda v: (v == "all", v.zfill(8))))
+
+    @property
     def order_key(self) -> tuple:
         """Where this snapshot sorts among its backend's (by stack version, then run start)."""
         return stack.order_key(self.backend, self.data["versions"], self.data["started_at"])
