@@ -406,7 +406,7 @@ class CaseSession:
             regressed = regression.regression_message(self.baseline, case_id, record.to_json()) + "\n"
         else:  # a regression stays a plain FAILED, with the message above
             self.outcomes[case_id] = record.status
-        repro = summary.repro_command(case_id, self.run["backend"], str(self.run["options"]["samples"]))
+        repro = notes.repro_command(case_id, self.run["backend"], record.to_json())
         pytest.fail(f"{regressed}{record.status.value} at stage {record.stage.value}: {reason}\nrepro: {repro}",
                     pytrace=False)
         return record

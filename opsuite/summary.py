@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections import Counter
 from typing import TYPE_CHECKING, Iterable
 
@@ -45,22 +44,16 @@ def category_table(records: list[CaseRecord]) -> str:
     return render_md.summary_table({r.case_id: r.to_json() for r in records})
 
 
-def repro_command(case_id: str, backend: str, samples: str) -> str:
-    """A command that reruns one case in-process, with its traceback."""
-    return " ".join(["opsuite", "repro", shlex.quote(case_id), "--backend", backend, "--samples", samples])
-
-
 def not_passed_lines(run: "Run") -> list[str]:
     """One line per case that did not pass, in the tables' status order: status, case, why, repro command.
 
     Skips are only counted: they are not applicable (the CPU reference itself cannot run them).
     """
     order = {status: n for n, status in enumerate(STATUS_COLUMNS)}
-    samples = str(run.header["options"]["samples"])
     records = sorted((r for r in run.records if r.status not in (Status.PASS, Status.SKIP)),
                      key=lambda r: (order[r.status], r.case_id))
     return [f"{r.status.value} {r.case_id}: {notes.short(r.to_json())}; "
-            f"repro: {repro_command(r.case_id, run.backend, samples)}" for r in records]
+            f"repro: {notes.repro_command(r.case_id, run.backend, r.to_json())}" for r in records]
 
 
 def run_report(run: "Run") -> str:

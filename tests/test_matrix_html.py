@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from matrix_support import ADD, SOFTMAX_BACKWARD, edited_copy, failing, real_cpu_results, three_version_matrix
 
-from opsuite.matrix import index, publish, render_html, snapshot
+from opsuite.matrix import index, notes, publish, render_html, snapshot
 from opsuite.matrix.snapshot import Snapshot
 
 HOSTILE = '<script>window.pwned = 1</script> & "quoted" <b>bold</b>'
@@ -298,7 +298,9 @@ def test_index_page_search_finds_an_op_across_all_stacks(matrix, browser):
     links = [a.get_attribute("href") for a in details.find_elements("css selector", "a")]
     assert len(links) == cases and all(_resolves(href) for href in links)
     repros = [c.text for c in details.find_elements("css selector", "code")]
-    assert f"opsuite repro {SOFTMAX_BACKWARD} --backend inductor" in repros and len(repros) == cases
+    inductor = next(snap for snap in snapshot.load_all(path) if snap.backend == "inductor")
+    assert notes.repro_command(SOFTMAX_BACKWARD, "inductor", inductor.cells[SOFTMAX_BACKWARD]) in repros
+    assert len(repros) == cases and all(" --samples " in repro for repro in repros)
 
     for typed, subject in TYPED.items():
         assert _search(browser, typed)[0] == subject.partition("/")[2], typed

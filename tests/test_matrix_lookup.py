@@ -123,6 +123,24 @@ def test_a_cell_says_how_many_samples_it_covers_and_which_was_worst():
     assert notes.short(older).startswith("4 samples; wrong in sample 1")  # not counted: what ran
 
 
+def test_a_repro_command_reruns_the_samples_up_to_the_one_that_failed():
+    from opsuite.matrix import notes
+
+    # Through the failing sample, not it alone: Inductor's compile error on adaptive_avg_pool2d's sample 2
+    # needs samples 0 and 1 before it (Dynamo then compiles with dynamic shapes); alone it passes.
+    failed = {"status": "compile_error", "samples_run": 10, "samples_available": 10,
+              "worst_sample": {"index": 2, "label": "(Tensor[2, 8, 8, 8]:float32, (None, 7))"}}
+    case = "ops/nn.functional.adaptive_avg_pool2d/float32/forward"
+    assert notes.repro_command(case, "inductor", failed) == f"opsuite repro {case} --backend inductor --samples 3"
+    assert notes.repro_samples({**failed, "status": "crash", "worst_sample": {"index": 6, "label": ""}}) == 7
+    # What works reruns every sample it ran: a host fallback may come from any of them, not the worst.
+    assert notes.repro_samples({**failed, "status": "fallback", "worst_sample": {"index": 0, "label": ""}}) == 10
+    assert notes.repro_samples({**failed, "status": "pass"}) == 10
+    assert notes.repro_samples({"status": "mismatch", "samples_run": 2}) == 2  # a record from before worst_sample
+    skipped = {"status": "skip", "samples_run": 0}
+    assert notes.repro_command("ops/x y/float32/forward", "cpu", skipped) == "opsuite repro 'ops/x y/float32/forward' --backend cpu"
+
+
 @pytest.mark.parametrize("spelling", ["nn.functional.softmax", "F.softmax", "torch.nn.functional.softmax",
                                       "torch.softmax", "Tensor.softmax", "x.softmax",
                                       "special.softmax"])  # the last: OpInfo's alias, from the recorded table

@@ -6,9 +6,10 @@ functions, so a cell reads the same everywhere. A cell is the snapshot's JSON ob
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
-from opsuite.vocabulary import NOT_APPLICABLE, WORKING
+from opsuite.vocabulary import NOT_APPLICABLE, WORKING, working_rank
 
 SHORT_MESSAGE = 100  # characters of an error message kept in a table cell
 COUNTED = ("pass", "fallback", "mismatch")  # statuses whose short note starts with the sample count
@@ -86,6 +87,26 @@ def worst_sample(cell: dict[str, Any]) -> str:
     """The sample the cell's figures or error come from: `sample 3: (Tensor[5, 5]:float32, ...)`."""
     worst = cell.get("worst_sample")
     return f"sample {worst['index']}: {worst['label']}" if worst else ""
+
+
+def repro_samples(cell: dict[str, Any]) -> int | None:
+    """How many samples (the first N, in the run's order) rerun a cell as it ran: up to and including the
+    sample a failure came from, else every sample it ran; None when the record does not say.
+
+    Not that sample alone: a compiled backend's failure can depend on the samples before it (Dynamo
+    recompiles with dynamic shapes once a function has seen a second shape, so `--sample N` alone may pass
+    where the run failed). A fallback or a pass covers every sample it ran."""
+    worst = cell.get("worst_sample")
+    if worst and cell["status"] != NOT_APPLICABLE and not working_rank(cell["status"]):
+        return worst["index"] + 1
+    return cell.get("samples_run") or None
+
+
+def repro_command(case_id: str, backend: str, cell: dict[str, Any]) -> str:
+    """The command that reruns one case as it ran (`repro_samples`), in-process, with its traceback."""
+    samples = repro_samples(cell)
+    return " ".join(["opsuite", "repro", shlex.quote(case_id), "--backend", shlex.quote(backend),
+                     *(["--samples", str(samples)] if samples else [])])
 
 
 def one_line(cell: dict[str, Any]) -> str:

@@ -46,11 +46,6 @@ def results_href(file: str) -> str | None:
     return file if folder == "results" and safe_part(name) else None
 
 
-def repro_command(case_id: str, backend: str) -> str:
-    """The command that reruns one case on one backend."""
-    return f"opsuite repro {case_id} --backend {backend}"
-
-
 @functools.cache
 def _environment():
     import jinja2
@@ -83,7 +78,7 @@ def _rows(snap: Snapshot) -> Iterator[_Row]:
         kind, name, dtype, direction = split_id(case_id)
         said = [(f"caveat {n}", reason) for n, reason in caveats.numbered(snap.caveats, case_id)]
         yield _Row(case_id, f"{kind}/{name}", dtype, direction, cell["status"], notes.details(cell)[1:] + said,
-                   repro_command(case_id, snap.backend), " ".join(cell.get("aten_ops", ())))
+                   notes.repro_command(case_id, snap.backend, cell), " ".join(cell.get("aten_ops", ())))
 
 
 def snapshot_files(snap: Snapshot) -> dict[str, str | Iterator[str]]:
@@ -170,7 +165,7 @@ def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
 
     A row's entry for a stack is [status, passing cells, applicable cells, samples, worst error,
     works since (a version), since uncertain (the oldest stack that tested it), the case shown first,
-    cells]; a cell is [dtype/direction, status, samples, short note]. Statuses are indices into
+    cells]; a cell is [dtype/direction, status, samples, short note, samples its repro command runs]. Statuses are indices into
     `statuses`; 0 stands for a stack that has no case of the subject. `subjects` yields the rows as they
     are made (a large matrix's are tens of MB, written as they come).
     """
@@ -240,7 +235,8 @@ def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]]
     return [STATUSES.index(status), sum(c["status"] in WORKING for _, c in applicable), len(applicable),
             sum(samples) if samples else None, max(errors) if errors else None,
             versions.get(facts["works_since"]), uncertain, first,
-            [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell)] for key, cell in cells]]
+            [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell), notes.repro_samples(cell)]
+             for key, cell in cells]]
 
 
 def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any],
