@@ -36,8 +36,9 @@
     a.href = stack.href + "#" + encodeURIComponent(caseId).replace(/%2F/g, "/");
     return a;
   }
-  function repro(caseId, stack) {
-    return "opsuite repro " + caseId + " --backend " + stack.backend;
+  // The same command as the snapshot page's (notes.repro_command): the first `samples` samples, in order.
+  function repro(caseId, stack, samples) {
+    return "opsuite repro " + caseId + " --backend " + stack.backend + (samples ? " --samples " + samples : "");
   }
   function error(ratio) {
     return ratio === null ? null : "err ×" + (ratio < 10 ? ratio.toPrecision(2) : ratio.toExponential(1));
@@ -80,7 +81,8 @@
     const td = el("td", "cell t-" + name);
     const caseId = subject + "/" + first;
     const head = link(stack, caseId, name === "pass" ? "✓ pass" : name, "status s-" + name);
-    head.title = repro(caseId, stack);
+    const shown = entry[8].find(([key]) => key === first);
+    head.title = repro(caseId, stack, shown ? shown[4] : null);
     td.append(head);
     if (applicable) td.append(el("span", "passing", passing + "/" + applicable));
     const figures = [samples === null ? null : samples + " samples", error(ratio)].filter(Boolean);
@@ -100,7 +102,7 @@
     stacks.forEach((stack, i) => {
       const entry = item.entries[i];
       if (!entry) return;
-      entry[8].forEach(([key, status, samples, note], j) => {
+      entry[8].forEach(([key, status, samples, note, reproSamples], j) => {
         const row = el("tr");
         if (j === 0) {
           const where = el("td", "stack-name", stack.backend + " · " + stack.short);
@@ -116,7 +118,7 @@
         statusCell.append(el("span", "status s-" + name, name));
         row.append(caseCell, statusCell, el("td", "num", samples === null ? "-" : String(samples)),
                    el("td", "note", note), el("td", null));
-        row.lastChild.append(el("code", null, repro(caseId, stack)));
+        row.lastChild.append(el("code", null, repro(caseId, stack, reproSamples)));
         table.append(row);
       });
     });
