@@ -64,12 +64,14 @@ def edited_copy(source: Path, dest: Path, torch: str | None = None,
 
 
 def failing(*case_ids: str, message: str = "made to fail for a test", code: str = "T001") -> Callable[[dict], None]:
-    """A case edit: the named cases end in a runtime error with `message` and `code` (others untouched)."""
+    """A case edit: the named cases end in a runtime error with `message` and `code` (others untouched),
+    naming no failing sample, as a record from before `worst_sample` (the notes' words stay short)."""
     def edit(case: dict) -> None:
         if case["case_id"] in case_ids:
             case.update(status="runtime_error", stage="execute", numerics=None,
                         failure={"error_type": "RuntimeError", "message": message, "sample": None,
                                  "category": "test", "code": code})
+            case.pop("worst_sample", None)
     return edit
 
 

@@ -121,6 +121,12 @@ def test_a_cell_says_how_many_samples_it_covers_and_which_was_worst():
         "2 of 14 samples")
     older = {k: v for k, v in cell.items() if k not in ("samples_available", "worst_sample")}
     assert notes.short(older).startswith("4 samples; wrong in sample 1")  # not counted: what ran
+    # A failure says in which sample of how many it came: the case's other samples may work.
+    failed = {**cell, "status": "compile_error", "stage": "compile", "samples_available": 10, "numerics": None,
+              "failure": {"error_type": "TypeError", "message": "cannot determine truth value", "sample": "s",
+                          "category": "dynamic_shape", "code": None}}
+    assert notes.short(failed) == "compile in sample 1 of 10: [dynamic_shape] TypeError: cannot determine truth value"
+    assert notes.short({k: v for k, v in failed.items() if k != "worst_sample"}).startswith("compile: [dynamic_shape]")
 
 
 def test_a_repro_command_reruns_the_samples_up_to_the_one_that_failed():

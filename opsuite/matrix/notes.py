@@ -62,7 +62,7 @@ def short(cell: dict[str, Any]) -> str:
     if cell.get("fallback_ops"):
         parts.append("host: " + ", ".join(cell["fallback_ops"]))
     if cell.get("failure"):
-        parts.append(f"{cell['stage']}: " + failure_text(cell, SHORT_MESSAGE))
+        parts.append(f"{cell['stage']}{failing_sample(cell)}: " + failure_text(cell, SHORT_MESSAGE))
     elif cell["status"] == NOT_APPLICABLE:
         parts.append(str((cell.get("extra") or {}).get("skip_reason", "not applicable")))
     else:
@@ -81,6 +81,16 @@ def sample_count(cell: dict[str, Any]) -> str:
     if run >= available:
         return f"all {available} samples" if available != 1 else "1 sample"
     return f"{run} of {available} samples"
+
+
+def failing_sample(cell: dict[str, Any]) -> str:
+    """` in sample 2 of 10` for a failed cell whose record names the sample (the case's other samples may
+    work: a porting team reads where it breaks); empty when it does not."""
+    worst = cell.get("worst_sample")
+    if not worst:
+        return ""
+    total = cell.get("samples_available") or cell.get("samples_run")
+    return f" in sample {worst['index']}" + (f" of {total}" if total else "")
 
 
 def worst_sample(cell: dict[str, Any]) -> str:
