@@ -165,9 +165,9 @@ def search_data(snapshots: list[Snapshot], lookup_index: dict[str, Any]) -> dict
 
     A row's entry for a stack is [status, passing cells, applicable cells, samples, worst error,
     works since (a version), since uncertain (the oldest stack that tested it), the case shown first,
-    cells]; a cell is [dtype/direction, status, samples, short note, samples its repro command runs]. Statuses are indices into
-    `statuses`; 0 stands for a stack that has no case of the subject. `subjects` yields the rows as they
-    are made (a large matrix's are tens of MB, written as they come).
+    cells]; a cell is [dtype/direction, status, samples, short note, samples its repro command runs].
+    Statuses are indices into `statuses`; 0 stands for a stack that has no case of the subject. `subjects`
+    yields the rows as they are made (a large matrix's are tens of MB, written as they come).
     """
     by_backend: dict[str, list[Snapshot]] = defaultdict(list)
     for snap in sorted(snapshots, key=lambda s: (s.backend, s.order_key)):
@@ -235,8 +235,8 @@ def _entry(cells: list[tuple[str, dict]], timeline: list[tuple[str, str | None]]
     return [STATUSES.index(status), sum(c["status"] in WORKING for _, c in applicable), len(applicable),
             sum(samples) if samples else None, max(errors) if errors else None,
             versions.get(facts["works_since"]), uncertain, first,
-            [[key, STATUSES.index(cell["status"]), _cell_figures(cell)[0], notes.short(cell), notes.repro_samples(cell)]
-             for key, cell in cells]]
+            [[key, STATUSES.index(cell["status"]), run, notes.short(cell), notes.repro_samples(cell)]
+             for (key, cell), (run, _) in zip(cells, figures)]]
 
 
 def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any],
@@ -245,7 +245,8 @@ def index_files(snapshots: list[Snapshot], lookup_index: dict[str, Any],
     with its figures, links to the release notes: `release_notes.files`) and its script and data files."""
     ordered = sorted(snapshots, key=lambda s: (s.backend, s.order_key), reverse=True)
     page = _environment().get_template("index.html.j2").render(
-        charts=chart(snapshots), snapshots=[{**s.data, "href": snapshot_href(s.data), "samples": s.samples} for s in ordered],
+        charts=chart(snapshots),
+        snapshots=[{**s.data, "href": snapshot_href(s.data), "samples": s.samples} for s in ordered],
         statuses=STATUSES, colors=STATUS_COLORS, bar_width=BAR_WIDTH, row_height=ROW_HEIGHT, pct=pct,
         # Found on disk under release-notes/<backend>/: names of files (`2.8.1..2.9.0__<hashes>.html`), not
         # a header's words; each part still has to be a name, so a link never leaves that directory.

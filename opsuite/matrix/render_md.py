@@ -174,8 +174,8 @@ def index_page(snapshots: list[Snapshot], release_notes: list[dict[str, str]] = 
             rows.append([f"[{md(snap.data['label'])}]({backend}/{snap.data['key']}/README.md)",
                          snap.data["published_at"][:10], summary["cases"], snap.samples, summary["pass_pct"],
                          *(summary["counts"].get(s, 0) for s in STATUSES)])
-        out += [tabulate(rows, headers=["stack", "published", "cases", "samples per case", "pass %", *STATUSES], tablefmt="github",
-                         floatfmt=".1f", missingval="-"), ""]
+        headers = ["stack", "published", "cases", "samples per case", "pass %", *STATUSES]
+        out += [tabulate(rows, headers=headers, tablefmt="github", floatfmt=".1f", missingval="-"), ""]
         pages = [page for page in release_notes if page["backend"] == backend]
         if pages:
             out += ["Release notes:", ""] + [f"- [{md(page['headline'])}]({page['md']}) ([HTML]({page['html']}))"
