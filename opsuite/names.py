@@ -121,8 +121,9 @@ class Resolver:
         """The subjects a name means, or [] when it means none of them.
 
         Tried in order, the first that names something wins: a `kind/name` subject; each spelling of
-        the query as a subject name, an OpInfo base name, or a term of the alias table; then a bare
-        name in each OpInfo namespace (`relu` -> `nn.functional.relu`).
+        the query as a subject name, an OpInfo base name, or a term of the alias table; then a name
+        outside OpInfo's namespaces looked for in each (`relu` -> `nn.functional.relu`,
+        `interpolate.area` -> `nn.functional.interpolate.area`).
         """
         if query in self._by_name.get(query.partition("/")[2], ()):
             return [query]
@@ -132,7 +133,7 @@ class Resolver:
             if found:
                 return list(dict.fromkeys(found))
         for form in forms:
-            if "." not in form:
+            if namespace(form) is None:
                 found = [s for ns in OP_NAMESPACES for s in self._named(f"{ns}.{form}")]
                 if found:
                     return list(dict.fromkeys(found))

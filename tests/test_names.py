@@ -9,7 +9,8 @@ from opsuite import names
 
 SUBJECTS = ["ops/softmax", "ops/softmax.with_dtype", "ops/log_softmax", "ops/nn.functional.relu", "ops/index_put",
             "ops/max.binary", "ops/max.reduction_no_dim", "ops/linalg.det", "ops/abs", "ops/tanh", "ops/resize_",
-            "ops/add", "blocks/attention.sdpa_gqa", "blocks/attention.sdpa_mask", "models/llama.layer"]
+            "ops/add", "ops/nn.functional.interpolate.area", "ops/nn.functional.interpolate.bilinear",
+            "blocks/attention.sdpa_gqa", "blocks/attention.sdpa_mask", "models/llama.layer"]
 # As OpInfo records them (alias_table of op_db): term -> OpInfo names.
 ALIASES = {"nn.functional.softmax": ["softmax"], "special.softmax": ["softmax"], "absolute": ["abs"],
            "nn.functional.tanh": ["tanh"], "det": ["linalg.det"]}
@@ -35,6 +36,8 @@ def resolver():
     ("torch.absolute", ["ops/abs"]),
     ("F.relu", ["ops/nn.functional.relu"]),
     ("relu", ["ops/nn.functional.relu"]),            # a bare name in OpInfo's namespaces
+    ("interpolate.area", ["ops/nn.functional.interpolate.area"]),  # a variant's name, too
+    ("interpolate", ["ops/nn.functional.interpolate.area", "ops/nn.functional.interpolate.bilinear"]),
     ("F.tanh", ["ops/tanh"]),
     ("aten::index_put_", ["ops/index_put"]),
     ("aten.index_put_.default", ["ops/index_put"]),
