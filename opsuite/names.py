@@ -7,8 +7,8 @@ Torch-free, so `opsuite lookup` stays fast and the pytest process never imports 
 - **spelling rules**, which need no table: the `torch.`, `torch.nn.functional.`, `F.`, `Tensor.` and
   method-receiver prefixes; aten spellings with or without overload (`aten::add.Tensor`,
   `aten.add.out`, `torch.ops.aten.add.default`); in-place names (`index_put_`); aten's flat namespace
-  names (`linalg_det` -> `linalg.det`); a bare name looked for in OpInfo's namespaces (`relu` ->
-  `nn.functional.relu`, `F.tanh` -> `tanh`); an OpInfo name standing for all its variants (`softmax` ->
+  names (`linalg_det` -> `linalg.det`); a name looked for in OpInfo's namespaces (`relu` ->
+  `nn.functional.relu`, `interpolate.area` -> `nn.functional.interpolate.area`, `F.tanh` -> `tanh`); an OpInfo name standing for all its variants (`softmax` ->
   `softmax`, `softmax.with_dtype`).
 - **the alias table** OpInfo itself knows (`aliases`, `aten_name`, method variants: `clip` -> `clamp`),
   built by `alias_table` where op_db is (the case worker), recorded in the run header's catalog facts
