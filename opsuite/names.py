@@ -8,8 +8,8 @@ Torch-free, so `opsuite lookup` stays fast and the pytest process never imports 
   method-receiver prefixes; aten spellings with or without overload (`aten::add.Tensor`,
   `aten.add.out`, `torch.ops.aten.add.default`); in-place names (`index_put_`); aten's flat namespace
   names (`linalg_det` -> `linalg.det`); a name looked for in OpInfo's namespaces (`relu` ->
-  `nn.functional.relu`, `interpolate.area` -> `nn.functional.interpolate.area`, `F.tanh` -> `tanh`); an OpInfo name standing for all its variants (`softmax` ->
-  `softmax`, `softmax.with_dtype`).
+  `nn.functional.relu`, `interpolate.area` -> `nn.functional.interpolate.area`, `F.tanh` -> `tanh`);
+  an OpInfo name standing for all its variants (`softmax` -> `softmax`, `softmax.with_dtype`).
 - **the alias table** OpInfo itself knows (`aliases`, `aten_name`, method variants: `clip` -> `clamp`),
   built by `alias_table` where op_db is (the case worker), recorded in the run header's catalog facts
   (`catalog.op_names`) and carried into snapshots and the lookup index.

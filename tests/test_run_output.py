@@ -44,7 +44,7 @@ def test_each_case_that_did_not_pass_gets_its_status_reason_and_repro(tmp_path):
     assert re.search(rf"^fallback ops/cos/float32/forward: 2 samples; host: aten::cos\.out; .*; repro: {repro}$", out, re.M), out
     assert re.search(r"^compile_error ops/tan/float32/forward: trace in sample 0 of \d+: \[unsupported_operator\] NotImplementedError: "
                      r"Operation aten::tan\.out is not implemented for Neuron; repro: opsuite repro "
-                     r"ops/tan/float32/forward --backend neuron --samples 1$", out, re.M), out  # through its failing sample 0
+                     r"ops/tan/float32/forward --backend neuron --samples 1$", out, re.M), out  # through sample 0
     assert "4 cases did not pass:" in out
     assert "ops/sin/float32/forward" not in out.split("Summary by category")[0]  # a pass gets no line
     # The snapshot page's summary by category, then the status table.
